@@ -1,0 +1,48 @@
+"""Shared start-up for the launch scripts: import path, CLI, config, demo corpus on demand."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # scripts run as files: make `snps3_ds` and `data_prep` importable
+    sys.path.insert(0, str(ROOT))
+
+from snps3_ds.config import DataConfig, RunConfig, load_config  # noqa: E402
+
+DEFAULT_RECIPE = ROOT / "launch" / "recipes" / "demo.yaml"
+DEFAULT_DS_CONFIG = ROOT / "ds_configs" / "zero2.json"
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", default=str(DEFAULT_RECIPE), help="recipe YAML (default: the demo recipe)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-4 train.max_steps=10")
+    return parser
+
+
+def load_run_config(args: argparse.Namespace) -> RunConfig:
+    return load_config(args.config, args.overrides)
+
+
+def ensure_demo_corpus(data: DataConfig) -> None:
+    """Build the demo corpus when the recipe asks for it and its shard indexes are missing.
+
+    Call on one process only (rank 0) and barrier afterwards.
+    """
+    if not data.make_demo_if_missing:
+        return
+    specs = [*data.train_shards, *data.eval_shards]
+    indexes = [Path(s if s.endswith(".shards.json") else s + ".shards.json") for s in specs]
+    if all(p.is_file() for p in indexes):
+        return
+    folders = {p.parent for p in indexes}
+    if len(folders) != 1:
+        raise ValueError(f"data.make_demo_if_missing: shards must share one folder, got {sorted(map(str, folders))}")
+    from data_prep.make_demo_corpus import make_demo_corpus
+
+    out = folders.pop()
+    print(f"building the demo corpus in {out} ...", flush=True)
+    make_demo_corpus(out, train=2000, test=200)

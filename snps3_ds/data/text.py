@@ -1,0 +1,70 @@
+"""Text side of the data path: local tokenizer loading, caption tokenisation and MLM masking.
+
+Masking takes an explicit torch.Generator so a test can pin its output and a resumed run can replay it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import BertTokenizerFast, PreTrainedTokenizerBase
+
+from snps3_ds.config import MaskingConfig
+from snps3_ds.local_files import resolve_text_dir
+
+IGNORE_INDEX = -100
+
+
+def load_tokenizer(name: str = "packaged") -> PreTrainedTokenizerBase:
+    """A BERT WordPiece tokenizer from a local directory."""
+    return BertTokenizerFast.from_pretrained(str(resolve_text_dir(name)), local_files_only=True)
+
+
+def tokenize(tokenizer: PreTrainedTokenizerBase, captions: list[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`[CLS] caption [SEP] [PAD]...` ids and attention mask, [N, max_len], truncating the caption's tail."""
+    enc = tokenizer(captions, max_length=max_len, truncation=True, padding="max_length", return_tensors="pt")
+    return enc["input_ids"], enc["attention_mask"]
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    """Token ids the masking needs; read once from the tokenizer."""
+
+    mask: int
+    vocab_size: int
+    never_mask: tuple[int, ...]
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: PreTrainedTokenizerBase) -> "SpecialIds":
+        return cls(mask=tokenizer.mask_token_id, vocab_size=len(tokenizer),
+                   never_mask=tuple(sorted(set(tokenizer.all_special_ids))))
+
+
+def mlm_mask(ids: torch.Tensor, attention_mask: torch.Tensor, special: SpecialIds, cfg: MaskingConfig,
+             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking: each caption token is chosen with cfg.probability; chosen tokens become [MASK]
+    (mask_ratio), a random token (random_ratio) or stay as they are. Specials and padding are never chosen.
+
+    Returns (masked ids, labels) with labels = original id where chosen, IGNORE_INDEX elsewhere.
+    """
+    maskable = attention_mask.bool() & ~torch.isin(ids, torch.tensor(special.never_mask))
+    chosen = (torch.rand(ids.shape, generator=generator) < cfg.probability) & maskable
+    labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE_INDEX))
+    action = torch.rand(ids.shape, generator=generator)
+    to_mask = chosen & (action < cfg.mask_ratio)
+    to_random = chosen & (action >= cfg.mask_ratio) & (action < cfg.mask_ratio + cfg.random_ratio)
+    random_ids = _random_ordinary_ids(ids.shape, special, generator)
+    masked = torch.where(to_mask, torch.full_like(ids, special.mask), ids)
+    masked = torch.where(to_random, random_ids, masked)
+    return masked, labels
+
+
+def _random_ordinary_ids(shape: torch.Size, special: SpecialIds, generator: torch.Generator) -> torch.Tensor:
+    """Uniform vocabulary ids, redrawn where they hit a special token (a random [CLS] would be a leak)."""
+    ids = torch.randint(0, special.vocab_size, shape, generator=generator)
+    bad = torch.isin(ids, torch.tensor(special.never_mask))
+    while bad.any():
+        ids[bad] = torch.randint(0, special.vocab_size, (int(bad.sum()),), generator=generator)
+        bad = torch.isin(ids, torch.tensor(special.never_mask))
+    return ids

@@ -1,0 +1,52 @@
+"""Collectives the objectives need, written against torch.distributed only (no DeepSpeed here).
+
+Rank and world size are passed in by the caller (as in open_clip's ClipLoss), so every loss is testable
+in one process with world_size=1 and under 2 gloo ranks with the same code.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums every rank's gradient for this rank's slice.
+
+    torch.distributed.nn.all_gather does the same but its non-NCCL backward needs all_to_all, which
+    the gloo backend used on CPU does not provide; all_reduce works everywhere.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+        ctx.rank, ctx.world_size, ctx.rows = rank, world_size, tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(world_size)]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        start = ctx.rank * ctx.rows
+        return grad[start:start + ctx.rows], None, None
+
+
+def gather_with_grad(tensor: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Concatenate `tensor` from all ranks along dim 0 (equal sizes), keeping the autograd graph.
+
+    Gradients flow back to every rank's own rows, so a loss on local rows vs global columns trains
+    exactly as the full-batch loss would once the engine averages gradients over ranks.
+    """
+    if world_size == 1:
+        return tensor
+    return _GatherWithGrad.apply(tensor, rank, world_size)
+
+
+def gather_no_grad(tensor: torch.Tensor, world_size: int) -> torch.Tensor:
+    """Concatenate `tensor` from all ranks along dim 0 without gradient (metrics, evaluation)."""
+    if world_size == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(world_size)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)

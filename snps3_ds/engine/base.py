@@ -1,0 +1,49 @@
+"""The narrow seam between the trainer and whatever runs the optimisation (DeepSpeed or plain torch)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from snps3_ds.data.batch import VideoTextBatch
+from snps3_ds.tasks.base import TaskOutput
+
+
+class Engine(Protocol):
+    """forward -> backward -> step once per micro-batch; step() says when an optimiser step happened."""
+
+    rank: int
+    world_size: int
+    micro_batch_size: int
+    grad_accum: int
+    module: nn.Module
+
+    def forward(self, batch: VideoTextBatch) -> TaskOutput: ...
+
+    def backward(self, loss: torch.Tensor) -> None: ...
+
+    def step(self) -> bool: ...
+
+    def learning_rates(self) -> dict[str, float]: ...
+
+    def save(self, save_dir: Path, tag: str, client_state: dict[str, Any]) -> None: ...
+
+
+def mean_over_ranks(values: dict[str, float], world_size: int) -> dict[str, float]:
+    """Average logged scalars over ranks (one small all_reduce), so rank 0 prints the global picture."""
+    if world_size == 1 or not values:
+        return values
+    keys = sorted(values)
+    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    torch.distributed.all_reduce(tensor)
+    return {k: float(v) / world_size for k, v in zip(keys, tensor.tolist())}
+
+
+def share_cpu_threads(local_world_size: int) -> None:
+    """On CPU, give each local rank its share of the cores instead of every rank using all of them."""
+    if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world_size)))

@@ -1,0 +1,90 @@
+"""The DeepSpeed adapter: the only module that imports deepspeed.
+
+It builds the optimiser and schedule (recipe) and hands them with the ds_config (strategy) to
+deepspeed.initialize; ZeRO, precision, accumulation and clipping are then DeepSpeed's.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from snps3_ds.config import ConfigError, OptimConfig
+from snps3_ds.data.batch import VideoTextBatch
+from snps3_ds.engine.ds_config import EngineSettings
+from snps3_ds.engine.optim import build_optimizer, build_scheduler
+from snps3_ds.tasks.base import TaskOutput
+
+
+def init_distributed() -> tuple[int, int, int]:
+    """Start torch.distributed through DeepSpeed; a plain `python` run becomes a world of one.
+
+    Returns (rank, world size, local world size).
+    """
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator
+
+    if "RANK" not in os.environ:  # not started by a launcher: one process, a free local port
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1",
+                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name(),
+                               auto_mpi_discovery=False)
+    world = torch.distributed.get_world_size()
+    return torch.distributed.get_rank(), world, int(os.environ.get("LOCAL_SIZE", world))
+
+
+class DeepSpeedEngine:
+    def __init__(self, task: nn.Module, settings: EngineSettings, optim: OptimConfig, max_steps: int,
+                 visual_names: set[str]) -> None:
+        import deepspeed
+        from deepspeed.accelerator import get_accelerator
+
+        accelerator = get_accelerator()
+        if settings.precision == "fp16" and accelerator.device_name() == "cpu":
+            raise ConfigError(f"{settings.path}: DeepSpeed refuses fp16 on the CPU; use a bf16 or fp32 ds_config")
+        config = dict(settings.raw)
+        config.setdefault("zero_allow_untested_optimizer", True)  # our AdamW is torch's, not DeepSpeed's
+        optimizer = build_optimizer(task, optim, visual_names)
+        scheduler = build_scheduler(optimizer, optim, max_steps)
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=task, optimizer=optimizer, lr_scheduler=scheduler, config=config)
+        self.module = self.engine.module
+        self.device = torch.device(accelerator.current_device_name())
+        self.frames_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.precision, torch.float32)
+        self.rank, self.world_size = self.engine.global_rank, self.engine.world_size
+        self.micro_batch_size = self.engine.train_micro_batch_size_per_gpu()
+        self.grad_accum = self.engine.gradient_accumulation_steps()
+
+    def forward(self, batch: VideoTextBatch) -> TaskOutput:
+        self.engine.train()
+        return self.engine(batch.to(self.device, frames_dtype=self.frames_dtype))
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)
+
+    def step(self) -> bool:
+        boundary = self.engine.is_gradient_accumulation_boundary()
+        self.engine.step()
+        return boundary
+
+    def learning_rates(self) -> dict[str, float]:
+        return {group.get("name", str(i)): group["lr"] for i, group in enumerate(self.optimizer.param_groups)}
+
+    def save(self, save_dir: Path, tag: str, client_state: dict[str, Any]) -> None:
+        """Collective: every rank writes its ZeRO partition; DeepSpeed writes save_dir/latest."""
+        self.engine.save_checkpoint(str(save_dir), tag=tag, client_state=client_state)
+
+
+def fp32_state_dict_from_zero_checkpoint(checkpoint_dir: Path, tag: str) -> dict[str, torch.Tensor]:
+    """Consolidated fp32 weights from a ZeRO checkpoint (the fp32 master copies, not the bf16 module)."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=tag)

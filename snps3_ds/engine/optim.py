@@ -1,0 +1,46 @@
+"""AdamW parameter groups and the learning-rate schedule, counted in optimiser steps."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from snps3_ds.config import OptimConfig
+
+
+def param_groups(module: nn.Module, cfg: OptimConfig, visual_names: set[str]) -> list[dict]:
+    """Four groups: {visual, rest} x {decay, no decay}; biases, norms and 1-d tensors get no decay."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        visual = name in visual_names
+        decay = param.ndim > 1 and "norm" not in name.lower()
+        groups.setdefault((visual, decay), []).append(param)
+    return [{"params": params, "lr": cfg.visual_lr if visual else cfg.lr,
+             "weight_decay": cfg.weight_decay if decay else 0.0,
+             "name": f"{'visual' if visual else 'text'}{'' if decay else '_no_decay'}"}
+            for (visual, decay), params in sorted(groups.items())]
+
+
+def build_optimizer(module: nn.Module, cfg: OptimConfig, visual_names: set[str]) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(param_groups(module, cfg, visual_names), betas=cfg.betas)
+
+
+def lr_lambda(cfg: OptimConfig, max_steps: int):
+    """Multiplier of each group's peak lr at optimiser step s: linear warm-up, then cosine or constant."""
+    def factor(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int
+                    ) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, max_steps))

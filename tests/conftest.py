@@ -1,0 +1,37 @@
+"""Shared fixtures: a tiny generated corpus and the tiny recipe, so every test runs in seconds on a CPU."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from data_prep.make_demo_corpus import make_demo_corpus  # noqa: E402
+from snps3_ds.config import RunConfig, load_config  # noqa: E402
+
+TINY_RECIPE = REPO / "launch" / "recipes" / "tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 training and 8 held-out clips of moving shapes, H.264 in WebDataset shards."""
+    out = tmp_path_factory.mktemp("corpus")
+    make_demo_corpus(out, train=24, test=8, seed=0, workers=1, shard_size=10)
+    return out
+
+
+def tiny_overrides(corpus: Path, run_dir: Path | None = None) -> list[str]:
+    overrides = [f"data.train_shards=[{corpus / 'train'}]", f"data.eval_shards=[{corpus / 'test'}]"]
+    if run_dir is not None:
+        overrides.append(f"train.run_dir={run_dir}")
+    return overrides
+
+
+@pytest.fixture
+def tiny_config(tiny_corpus: Path, tmp_path: Path) -> RunConfig:
+    return load_config(TINY_RECIPE, tiny_overrides(tiny_corpus, tmp_path / "run"))
