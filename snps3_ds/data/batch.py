@@ -21,6 +21,8 @@ class VideoTextBatch:
       text_video_index  long  [N], which of the B videos caption n describes
       mlm_ids           long  [N, L], text_ids after masking (equal to text_ids when not masking)
       mlm_labels        long  [N, L], original id at masked positions, -100 elsewhere
+      word_positions    long  [N, W] or None, LVWM: positions in text_ids of W chosen (significant)
+                        words per caption, padded by repetition; None when no loader stage chose them
 
     In training N == B and text_video_index == arange(B) (one caption drawn per video);
     evaluation keeps every caption of a video, so N >= B.
@@ -34,6 +36,7 @@ class VideoTextBatch:
     text_video_index: torch.Tensor
     mlm_ids: torch.Tensor
     mlm_labels: torch.Tensor
+    word_positions: torch.Tensor | None = None
 
     @property
     def num_videos(self) -> int:
