@@ -30,25 +30,58 @@ class ModelConfig:
     tokenizer: str | None = None
     """Local tokenizer directory; default: the text model's directory (or the packaged vocab)."""
     visual_backbone: str = "resnet18"
-    """timm model name, run per frame; its last feature map gives the clip token."""
+    """Registered backbone (snps3_ds.models.visual.BACKBONES: resnet50, pvt_v2_b2, swin3d_t/s/b, resnet18,
+    test_resnet, pvt_v2_b0, test_swin3d) or any timm model name run per frame; its last feature map gives the clip token."""
     visual_checkpoint: str | None = None
-    """Local timm state dict (.pth/.safetensors) for the backbone; random init when unset. Never downloads."""
-    fusion: Literal["shared"] = "shared"
-    """SNP: one BERT serves the text pass and the fusion pass."""
+    """Local timm/torchvision state dict (.pth/.safetensors) for the backbone; random init when unset. Never downloads."""
+    freeze_bn: bool = False
+    """Freeze the backbone's BatchNorm (statistics and affine terms become buffers), as the reference's ResNet-50."""
+    visual_grad_checkpointing: bool = False
+    """Recompute the backbone's activations in backward (timm set_grad_checkpointing; per stage for Video Swin)."""
+    text_grad_checkpointing: bool = False
+    """Recompute BERT's activations in backward (text, fusion and temporal BERTs)."""
+    fusion: Literal["shared", "separate"] = "shared"
+    """shared: SNP, one BERT serves the text pass and the fusion pass. separate: the P3E baseline, an
+    independent fusion_layers-deep BERT with its own embeddings (started from the text BERT's) fuses."""
+    fusion_layers: int = 3
+    """Depth of the separate fusion BERT (fusion=separate only)."""
+    temporal_layers: int = 0
+    """BERT layers of the optional temporal encoder over clip tokens (0 = off, as the released configs;
+    3 = the one included in the paper's parameter counts)."""
+    text_mlm_head: bool = False
+    """Build the second, text-pass MLM head of the reference (objectives.text_mlm trains it)."""
     temperature: float = 0.05
-    """Contrastive temperature."""
+    """Level-1 contrastive temperature (the initial value when learned)."""
+    learn_temperature: bool = False
+    """Learn the level-1 temperature (log-parametrised, floored at min_temperature)."""
+    min_temperature: float = 0.01
+    """Floor of a learned temperature."""
+
+
+@dataclass
+class TrainSetConfig:
+    shards: list[str] = field(default_factory=list)
+    """Shard specs of one dataset of the training mixture (same forms as data.train_shards)."""
+    weight: float = 1.0
+    """Relative share of this dataset in the training stream (normalised over all sets)."""
+    name: str | None = None
+    """Label for logs; default: set<i>."""
 
 
 @dataclass
 class DataConfig:
     train_shards: list[str] = field(default_factory=list)
     """Training shards: `X.shards.json` files, their prefixes (`DIR/train`), globs or brace patterns."""
+    train_sets: list[TrainSetConfig] = field(default_factory=list)
+    """Weighted mixture of datasets, e.g. [{shards: [webvid/train], weight: 0.7}, {shards: [cc3m/train], weight: 0.3}];
+    images and videos may be mixed. Used instead of train_shards (set one of the two)."""
     eval_shards: list[str] = field(default_factory=list)
     """Held-out shards, read once in order by evaluation."""
     make_demo_if_missing: bool = False
     """Build the synthetic demo corpus when the shards above do not exist (the demo recipe)."""
-    decoder: Literal["decord"] = "decord"
-    """Video decoding backend (behind snps3_ds.data.decode)."""
+    decoder: Literal["auto", "dali", "decord", "pyav"] = "auto"
+    """Decoding backend: auto (DALI on GPU, else decord; PyAV for samples they cannot read), dali (DALI pipeline,
+    GPU or CPU; CPU decodes only VP8/VP9/MJPEG, the rest falls back per sample), decord, or pyav."""
     num_clips: int = 4
     """Frames sampled per video, one from each of num_clips equal segments."""
     image_size: int = 224
@@ -62,27 +95,77 @@ class DataConfig:
     shuffle_buffer: int = 500
     """Samples held in the training shuffle buffer."""
     num_workers: int = 1
-    """DataLoader worker processes per rank (0 decodes in the training process)."""
+    """DataLoader worker processes per rank (0 decodes in the training process); with DALI, its CPU threads."""
+    max_skip_rate: float = 0.1
+    """Stop with an error once more than this share of samples (corrupt, undecodable, uncaptioned) was skipped."""
+    skip_rate_warmup: int = 200
+    """Samples seen before max_skip_rate is enforced, so a few early bad samples cannot stop a run."""
 
 
 @dataclass
 class MaskingConfig:
-    kind: Literal["mlm"] = "mlm"
-    """Masking policy of the fusion-pass MLM."""
+    kind: Literal["mlm", "mssm"] = "mlm"
+    """Masking policy of the fusion-pass MLM: BERT's random tokens, or MSSM's significant words (DESIGN §3.3)."""
     probability: float = 0.15
-    """Share of caption tokens chosen for prediction."""
+    """Share of caption tokens chosen for prediction (MSSM: m = floor(p n) + [frac(p n) >= 0.3] per caption)."""
     mask_ratio: float = 0.8
     """Of the chosen tokens: share replaced by [MASK]."""
     random_ratio: float = 0.1
-    """Of the chosen tokens: share replaced by a random vocabulary token (the rest stay unchanged)."""
+    """Of the chosen tokens: share replaced by a random vocabulary token (MLM) or by a lemma variant of a
+    random significant word (MSSM); the rest stay unchanged."""
+    significance_dir: str | None = None
+    """Folder with significance.json + lemmas.json from data_prep/mine_significant_words.py; needed by
+    kind=mssm, and when set the training loader also chooses LVWM words (batch.word_positions)."""
+    top_k: int = 3000
+    """A token is significant when its mined rank is in the top top_k (ties at the boundary included)."""
+    word_chosen_num: int = 3
+    """LVWM: word positions chosen per caption (significant first, padded by repetition)."""
+    attentive_probability: float = 0.0
+    """Share of training steps whose MLM mask is replaced by attentive masking (reference: 0.5); applied on
+    the model side, where the text pass's attention is known. 0 turns it off."""
+
+    def __post_init__(self) -> None:
+        if self.kind == "mssm" and not self.significance_dir:
+            raise ConfigError("masking.kind=mssm needs masking.significance_dir: a folder made by "
+                              "`python data_prep/mine_significant_words.py --input <train shards> --out DIR`")
+        for name in ("probability", "mask_ratio", "random_ratio", "attentive_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"masking.{name}: expected a value in [0, 1], got {getattr(self, name)}")
+        if self.mask_ratio + self.random_ratio > 1.0:
+            raise ConfigError("masking.mask_ratio + masking.random_ratio must not exceed 1")
+        if self.top_k < 1 or self.word_chosen_num < 1:
+            raise ConfigError(f"masking.top_k and masking.word_chosen_num must be >= 1, got {self.top_k}, "
+                              f"{self.word_chosen_num}")
 
 
 @dataclass
 class ObjectivesConfig:
+    """Loss weights (0 turns a term off) and the objectives' own settings (DESIGN §4.3)."""
+
     contrastive: float = 1.0
-    """Weight of the level-1 global vision-text contrastive loss (0 turns it off)."""
+    """Weight of GVTM level 1: global vision-text contrastive loss (text pass vs clip features)."""
+    contrastive_queue: int = 0
+    """0: negatives are the global batch. K > 0: MoCo, K queued momentum keys per modality as negatives."""
+    contrastive_momentum: float = 0.9999
+    """MoCo key-encoder momentum (contrastive_queue > 0)."""
+    level2: float = 0.0
+    """Weight of GVTM level 2: fusion-scored text-video pairs (similarity_dense) with MIL-NCE."""
+    level2_hard_negatives: int = 0
+    """0: score all local pairs (the reference). k > 0: per sample, the positive plus k hard videos and k hard
+    captions mined from the global level-1 similarities (any rank's), so the cost is linear in the batch."""
+    vtm: float = 0.0
+    """Weight of video-text matching (matched / not matched on the fusion pooled output), unmasked captions."""
+    vtm_negatives: Literal["random", "hard"] = "random"
+    """VTM negative caption per video: a random other caption of the global batch, or the most similar one
+    under level 1 (captions token-identical to the positive are never negatives)."""
     mlm: float = 1.0
-    """Weight of the cross-modal masked language modelling loss (0 turns it off)."""
+    """Weight of the cross-modal masked language modelling loss on the fusion pass (MLM or MSSM masking)."""
+    text_mlm: float = 0.0
+    """Weight of the reference's text-pass MLM head (its input is unmasked: a copy task); needs model.text_mlm_head."""
+    lvwm: float = 0.0
+    """Weight of LVWM, local vision-word matching; needs batch.word_positions (masking.kind=mssm)."""
+    lvwm_temperature: float = 0.05
+    """LVWM temperature on cos(word state, clip feature)."""
 
 
 @dataclass
@@ -97,10 +180,16 @@ class OptimConfig:
     """AdamW betas."""
     warmup_steps: int = 0
     """Linear warm-up length in optimiser steps."""
-    schedule: Literal["cosine", "constant"] = "cosine"
-    """Decay after warm-up, counted in optimiser steps."""
+    warmup_start: float = 0.0
+    """Warm-up starts at this fraction of the peak (the reference: 0.1)."""
+    schedule: Literal["cosine", "constant", "step"] = "cosine"
+    """Decay after warm-up, counted in optimiser steps; step: times decay_factor at each of decay_steps."""
     min_lr_ratio: float = 0.0
     """Cosine floor as a fraction of the peak."""
+    decay_steps: list[int] = field(default_factory=list)
+    """schedule=step: optimiser steps at which the learning rate is multiplied by decay_factor."""
+    decay_factor: float = 0.1
+    """schedule=step: the multiplier at each of decay_steps."""
 
 
 @dataclass

@@ -23,6 +23,8 @@ class VideoTextBatch:
       mlm_labels        long  [N, L], original id at masked positions, -100 elsewhere
       word_positions    long  [N, W] or None, LVWM: positions in text_ids of W chosen (significant)
                         words per caption, padded by repetition; None when no loader stage chose them
+      skipped           dict[str, int], samples the loader skipped since its previous batch, by reason
+                        (e.g. {"undecodable": 2}); summed by the loader's SkipMonitor, never by tasks
 
     In training N == B and text_video_index == arange(B) (one caption drawn per video);
     evaluation keeps every caption of a video, so N >= B.
@@ -37,6 +39,7 @@ class VideoTextBatch:
     mlm_ids: torch.Tensor
     mlm_labels: torch.Tensor
     word_positions: torch.Tensor | None = None
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def num_videos(self) -> int:

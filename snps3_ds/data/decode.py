@@ -1,28 +1,34 @@
 """Media decoding behind one interface, plus the per-clip frame sampling rule.
 
 A decoder turns one sample's media bytes into uint8 frames [T, H, W, 3] (RGB) at the sampled indices.
-decord is the CPU backend (it reads H.264 from memory); DALI's GPU pipeline arrives behind the same
-interface later. Images become a one-frame clip.
+Per-sample backends: decord (frame-accurate seeking from its own index, reads H.264 from memory) and PyAV
+(reads everything FFmpeg reads; seeks by timestamp in MP4/WebM/MKV/MOV, which on the short-GOP shards
+build_shards writes is the fastest CPU path, and decodes AVI sequentially). `auto` chains them, so a clip
+decord refuses (single-frame MJPEG, VP9 without a duration) falls back to PyAV instead of being lost. DALI
+decodes whole batches inside its own pipeline (snps3_ds.data.dali) and uses this module's CPU chain for
+the samples it cannot take. Images become a one-frame clip.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import random
 from typing import Protocol
 
 import numpy as np
 
+from snps3_ds.data.errors import DecodeError
+from snps3_ds.data.media import VideoInfo, decode_sampled_pyav
+
+__all__ = ["DecodeError", "DecordDecoder", "FallbackDecoder", "FrameDecoder", "PyAVDecoder", "decode_image",
+           "make_decoder", "segment_indices", "trim_range", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
+
+log = logging.getLogger(__name__)
 VIDEO_EXTENSIONS = ("mp4", "webm", "avi", "mkv", "mov")
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
-
-
-class DecodeError(RuntimeError):
-    """A sample whose media cannot be decoded; the loader skips it and counts the reason."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
+# Containers whose timestamps map frame index to time exactly enough to seek by (AVI often does not).
+SEEKABLE_CONTAINERS = ("mp4", "webm", "mkv", "mov")
 
 
 def segment_indices(num_frames: int, num_clips: int, train: bool, rng: random.Random,
@@ -41,8 +47,15 @@ def segment_indices(num_frames: int, num_clips: int, train: bool, rng: random.Ra
     return indices
 
 
+def trim_range(start: float | None, end: float | None, fps: float) -> tuple[int, int | None]:
+    """Frame range [first, last) of a json `start`/`end` (seconds) trim; (0, None) when untrimmed."""
+    first = max(0, int(start * fps)) if start is not None else 0
+    last = int(end * fps) + 1 if end is not None else None
+    return first, last
+
+
 class FrameDecoder(Protocol):
-    """What every decoding backend provides."""
+    """What every per-sample decoding backend provides."""
 
     name: str
 
@@ -50,6 +63,11 @@ class FrameDecoder(Protocol):
                start: float | None = None, end: float | None = None) -> np.ndarray:
         """uint8 RGB frames [T, H, W, 3]: num_clips frames for a video, one for an image."""
         ...
+
+
+def _check_ext(ext: str) -> None:
+    if ext not in VIDEO_EXTENSIONS:
+        raise DecodeError("unknown_media", f"no decoder for member .{ext}")
 
 
 class DecordDecoder:
@@ -61,8 +79,7 @@ class DecordDecoder:
                start: float | None = None, end: float | None = None) -> np.ndarray:
         if ext in IMAGE_EXTENSIONS:
             return decode_image(data)
-        if ext not in VIDEO_EXTENSIONS:
-            raise DecodeError("unknown_media", f"no decoder for member .{ext}")
+        _check_ext(ext)
         import decord  # imported here so the library imports without it
 
         try:
@@ -73,13 +90,62 @@ class DecordDecoder:
             raise DecodeError("undecodable", str(err)[:200]) from err
         if num_frames <= 0:
             raise DecodeError("zero_frames")
-        first = int(start * fps) if start is not None else 0
-        last = int(end * fps) + 1 if end is not None else None
-        indices = segment_indices(num_frames, num_clips, train, rng, first, last)
+        indices = segment_indices(num_frames, num_clips, train, rng, *trim_range(start, end, fps))
         try:
             return reader.get_batch(indices).asnumpy()
         except Exception as err:
             raise DecodeError("undecodable", str(err)[:200]) from err
+
+
+class PyAVDecoder:
+    """CPU decoding with PyAV: counts frames by demuxing, then seeks to each sampled frame (keyframe before it,
+    decode up to it); streams it cannot seek in are decoded from the start up to the last sampled frame."""
+
+    name = "pyav"
+
+    def decode(self, data: bytes, ext: str, num_clips: int, train: bool, rng: random.Random,
+               start: float | None = None, end: float | None = None) -> np.ndarray:
+        if ext in IMAGE_EXTENSIONS:
+            return decode_image(data)
+        _check_ext(ext)
+
+        def pick(info: VideoInfo) -> list[int]:
+            return segment_indices(info.num_frames, num_clips, train, rng, *trim_range(start, end, info.fps))
+
+        return decode_sampled_pyav(data, pick, seek=ext in SEEKABLE_CONTAINERS)
+
+
+class FallbackDecoder:
+    """Try each backend in turn; the next one runs only when the previous says `undecodable`.
+
+    Other reasons (empty trim range, unknown member) are properties of the sample, not the backend,
+    so they are raised at once. `fallbacks` counts samples rescued by a later backend.
+    """
+
+    RETRY_REASONS = ("undecodable",)
+
+    def __init__(self, *backends: FrameDecoder) -> None:
+        self.backends = backends
+        self.name = "+".join(b.name for b in backends)
+        self.fallbacks = 0
+
+    def decode(self, data: bytes, ext: str, num_clips: int, train: bool, rng: random.Random,
+               start: float | None = None, end: float | None = None) -> np.ndarray:
+        error: DecodeError | None = None
+        for backend in self.backends:
+            try:
+                frames = backend.decode(data, ext, num_clips, train, rng, start, end)
+            except DecodeError as err:
+                if err.reason not in self.RETRY_REASONS:
+                    raise
+                error = err
+                continue
+            if error is not None:
+                self.fallbacks += 1
+                log.debug("%s decoded a sample that failed before (%s)", backend.name, error)
+            return frames
+        assert error is not None
+        raise error
 
 
 def decode_image(data: bytes) -> np.ndarray:
@@ -88,13 +154,18 @@ def decode_image(data: bytes) -> np.ndarray:
 
     try:
         with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert("RGB"))[None]
+            return np.array(image.convert("RGB"))[None]  # a writable copy for torch
     except Exception as err:
         raise DecodeError("undecodable", str(err)[:200]) from err
 
 
 def make_decoder(name: str) -> FrameDecoder:
-    """The backend named by data.decoder."""
+    """The per-sample CPU backend for data.decoder. `auto` and `dali` use decord with PyAV as fallback
+    (for `dali` this is the path of the samples DALI cannot decode)."""
     if name == "decord":
         return DecordDecoder()
-    raise ValueError(f"data.decoder: unknown backend {name!r}; available: decord")
+    if name == "pyav":
+        return PyAVDecoder()
+    if name in ("auto", "dali"):
+        return FallbackDecoder(DecordDecoder(), PyAVDecoder())
+    raise ValueError(f"data.decoder: unknown backend {name!r}; available: auto, dali, decord, pyav")

@@ -7,11 +7,9 @@ and are reproducible.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,13 +20,16 @@ from transformers import PreTrainedTokenizerBase
 
 from snps3_ds.config import DataConfig, MaskingConfig
 from snps3_ds.data.batch import VideoTextBatch
-from snps3_ds.data.decode import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, DecodeError, FrameDecoder, make_decoder
-from snps3_ds.data.shards import eval_stream, resolve_shards, stream_seed, train_stream
+from snps3_ds.data.decode import DecodeError, FrameDecoder, make_decoder
+from snps3_ds.data.mssm import MssmVocab, choose_words, mssm_mask
+from snps3_ds.data.samples import MEDIA_EXTENSIONS, media_member, sample_meta
+from snps3_ds.data.shards import ShardSet, eval_stream, resolve_shards, stream_seed, train_stream
+from snps3_ds.data.skips import MonitoredBatches, SkipCounter, SkipMonitor
 from snps3_ds.data.text import SpecialIds, mlm_mask, tokenize
 from snps3_ds.data.transforms import FrameTransform
 
 log = logging.getLogger(__name__)
-MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
+__all__ = ["MEDIA_EXTENSIONS", "Collator", "DecodedSample", "SampleDecoder", "build_eval_loader", "build_train_loader"]
 
 
 @dataclass
@@ -53,47 +54,46 @@ class _WorkerRandom:
 
 
 class SampleDecoder:
-    """Raw webdataset sample -> DecodedSample, or None (skipped, counted by reason) when it is bad."""
+    """Raw webdataset sample -> DecodedSample, or None (skipped, counted by reason) when it is bad.
+
+    A bad sample never stops the stream: DecodeErrors carry their reason; any other exception (a codec
+    library bug, an odd frame size) is counted as `error_<Type>` so the skip-rate guard still sees it.
+    """
 
     def __init__(self, decoder: FrameDecoder, transform: FrameTransform, num_clips: int, train: bool,
-                 rng: _WorkerRandom) -> None:
+                 rng: _WorkerRandom, counter: SkipCounter | None = None) -> None:
         self.decoder, self.transform, self.num_clips, self.train, self.rng = decoder, transform, num_clips, train, rng
-        self.skipped: Counter[str] = Counter()
+        self.counter = counter if counter is not None else SkipCounter()
+
+    @property
+    def skipped(self) -> Counter[str]:
+        """Skips by reason in this process since the decoder was made."""
+        return self.counter.total
 
     def __call__(self, raw: dict[str, Any]) -> DecodedSample | None:
         key = raw.get("__key__", "?")
         try:
-            meta = self._meta(raw)
-            ext = next((e for e in MEDIA_EXTENSIONS if e in raw), None)
-            if ext is None:
-                raise DecodeError("missing_media", f"members: {sorted(k for k in raw if not k.startswith('__'))}")
-            frames = self.decoder.decode(raw[ext], ext, self.num_clips, self.train, self.rng.get(),
+            meta = sample_meta(raw)
+            ext, data = media_member(raw)
+            frames = self.decoder.decode(data, ext, self.num_clips, self.train, self.rng.get(),
                                          meta.get("start"), meta.get("end"))
             return DecodedSample(key, self.transform(frames, self.rng.get()), meta["captions"])
         except DecodeError as err:
-            self.skipped[err.reason] += 1
-            log.warning("skipping sample %s (%s); skipped so far: %s", key, err, dict(self.skipped))
-            return None
-
-    @staticmethod
-    def _meta(raw: dict[str, Any]) -> dict[str, Any]:
-        if "json" not in raw:
-            raise DecodeError("missing_json")
-        try:
-            meta = json.loads(raw["json"])
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise DecodeError("bad_json", str(err)[:100]) from err
-        captions = meta.get("captions") if isinstance(meta, dict) else None
-        if not isinstance(captions, list) or not any(isinstance(c, str) and c.strip() for c in captions):
-            raise DecodeError("no_caption")
-        meta["captions"] = [c for c in captions if isinstance(c, str) and c.strip()]
-        return meta
+            reason, detail = err.reason, str(err)
+        except Exception as err:  # noqa: BLE001 - one sample must not end the run; counted and logged
+            reason, detail = f"error_{type(err).__name__}", str(err)[:200]
+        self.counter.add(reason)
+        log.warning("skipping sample %s from %s (%s); skipped so far: %s", key, raw.get("__url__", "?"), detail,
+                    dict(self.counter.total))
+        return None
 
 
 class Collator:
-    """DecodedSamples -> VideoTextBatch: pad clips, tokenise captions, apply MLM masking.
+    """DecodedSamples -> VideoTextBatch: pad clips, tokenise captions, mask (MLM or MSSM), choose LVWM words.
 
-    Training draws one caption per video; evaluation keeps them all (text_video_index maps them back).
+    Training draws one caption per video; evaluation (masking None) keeps them all (text_video_index maps
+    them back) and neither masks nor chooses words. With masking.significance_dir set, the mined table is
+    read here, once per process, and checked against the tokenizer's vocabulary.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, max_len: int, num_clips: int,
@@ -101,6 +101,10 @@ class Collator:
         self.tokenizer, self.max_len, self.num_clips = tokenizer, max_len, num_clips
         self.masking, self.train, self.rng = masking, train, rng
         self.special = SpecialIds.from_tokenizer(tokenizer)
+        self.words: MssmVocab | None = None
+        if masking is not None and masking.significance_dir:
+            vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+            self.words = MssmVocab.load(masking.significance_dir, masking.top_k, vocab)
         self._generator: torch.Generator | None = None
 
     def __call__(self, samples: list[DecodedSample]) -> VideoTextBatch:
@@ -111,12 +115,25 @@ class Collator:
             captions += chosen
             owners += [index] * len(chosen)
         ids, mask = tokenize(self.tokenizer, captions, self.max_len)
-        if self.masking is not None:
-            mlm_ids, labels = mlm_mask(ids, mask, self.special, self.masking, self._torch_generator())
-        else:
-            mlm_ids, labels = ids.clone(), torch.full_like(ids, -100)
+        mlm_ids, labels, words = self._mask(ids, mask)
         return VideoTextBatch(keys=[s.key for s in samples], frames=frames, clip_mask=clip_mask, text_ids=ids,
-                              text_mask=mask, text_video_index=torch.tensor(owners), mlm_ids=mlm_ids, mlm_labels=labels)
+                              text_mask=mask, text_video_index=torch.tensor(owners), mlm_ids=mlm_ids, mlm_labels=labels,
+                              word_positions=words)
+
+    def _mask(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(mlm_ids, mlm_labels, word_positions or None), all drawn from this worker's generator."""
+        if self.masking is None:
+            return ids.clone(), torch.full_like(ids, -100), None
+        generator = self._torch_generator()
+        if self.masking.kind == "mssm":
+            mlm_ids, labels = mssm_mask(ids, mask, self.special, self.words, self.masking, generator)
+        else:
+            mlm_ids, labels = mlm_mask(ids, mask, self.special, self.masking, generator)
+        words = None
+        if self.words is not None:
+            words = choose_words(ids, mask, self.special, self.words.significant, self.masking.word_chosen_num,
+                                 generator)
+        return mlm_ids, labels, words
 
     def _stack_frames(self, samples: list[DecodedSample]) -> tuple[torch.Tensor, torch.Tensor]:
         size = samples[0].frames.shape[-3:]
@@ -133,30 +150,66 @@ class Collator:
         return self._generator
 
 
+def training_sets(data: DataConfig) -> list[ShardSet]:
+    """data.train_sets as resolved ShardSets, or data.train_shards as one set of weight 1."""
+    if data.train_sets and data.train_shards:
+        raise ValueError("data.train_shards and data.train_sets are both set; put every dataset in train_sets")
+    if not data.train_sets:
+        return [ShardSet(resolve_shards(data.train_shards), 1.0, "train")]
+    return [ShardSet(resolve_shards(s.shards), s.weight, s.name or f"set{i}") for i, s in enumerate(data.train_sets)]
+
+
 def build_train_loader(data: DataConfig, masking: MaskingConfig, tokenizer: PreTrainedTokenizerBase,
-                       micro_batch_size: int, rank: int, seed: int) -> Iterator[VideoTextBatch]:
-    """Infinite training batches of micro_batch_size samples for this rank."""
-    urls = resolve_shards(data.train_shards)
-    decoder = SampleDecoder(make_decoder(data.decoder), FrameTransform(data.image_size, True, data.train_scale, data.hflip),
-                            data.num_clips, True, _WorkerRandom(seed, rank, 1))
+                       micro_batch_size: int, rank: int, seed: int) -> MonitoredBatches:
+    """Infinite training batches of micro_batch_size samples for this rank (an iterator; `.stats()` gives
+    the skip counts). Raises DataQualityError when the skip rate passes data.max_skip_rate."""
+    sets = training_sets(data)
     collate = Collator(tokenizer, data.max_text_len, data.num_clips, masking, True, _WorkerRandom(seed, rank, 2))
-    pipeline = train_stream(urls, seed, data.shuffle_buffer).compose(
-        wds.map(decoder), wds.select(_is_sample), wds.batched(micro_batch_size, collation_fn=collate, partial=False))
+    monitor = SkipMonitor(data.max_skip_rate, data.skip_rate_warmup, "training data")
+    if _use_dali(data.decoder):
+        from snps3_ds.data.dali_loader import dali_train_batches
+
+        return MonitoredBatches(dali_train_batches(data, sets, collate, micro_batch_size, rank, seed), monitor)
+    counter = SkipCounter()
+    decoder = SampleDecoder(make_decoder(data.decoder), FrameTransform(data.image_size, True, data.train_scale, data.hflip),
+                            data.num_clips, True, _WorkerRandom(seed, rank, 1), counter)
+    pipeline = train_stream(sets, seed, data.shuffle_buffer, handler=counter.shard_handler).compose(
+        wds.map(decoder), wds.select(_is_sample), wds.batched(micro_batch_size, collation_fn=collate, partial=False),
+        wds.map(counter.attach))
     loader = DataLoader(pipeline, batch_size=None, num_workers=data.num_workers,
                         persistent_workers=data.num_workers > 0, prefetch_factor=4 if data.num_workers else None)
-    return iter(loader)
+    return MonitoredBatches(iter(loader), monitor)
 
 
 def build_eval_loader(data: DataConfig, tokenizer: PreTrainedTokenizerBase, batch_size: int,
-                      num_clips: int) -> DataLoader:
-    """Held-out batches with every caption, centre crops and centre frames; each sample once per rank set."""
+                      num_clips: int) -> MonitoredBatches:
+    """Held-out batches with every caption, centre crops and centre frames; each sample exactly once across
+    ranks and workers, in a fixed order. Iterable again for every evaluation pass."""
     urls = resolve_shards(data.eval_shards)
-    decoder = SampleDecoder(make_decoder(data.decoder), FrameTransform(data.image_size, False), num_clips, False,
-                            _WorkerRandom(0, 0, 1))
     collate = Collator(tokenizer, data.max_text_len, num_clips, None, False, _WorkerRandom(0, 0, 2))
-    pipeline = eval_stream(urls).compose(
-        wds.map(decoder), wds.select(_is_sample), wds.batched(batch_size, collation_fn=collate, partial=True))
-    return DataLoader(pipeline, batch_size=None, num_workers=min(data.num_workers, 1))
+    monitor = SkipMonitor(data.max_skip_rate, data.skip_rate_warmup, "evaluation data")
+    if _use_dali(data.decoder):
+        from snps3_ds.data.dali_loader import DaliEvalBatches
+
+        return MonitoredBatches(DaliEvalBatches(data, urls, collate, batch_size, num_clips), monitor)
+    counter = SkipCounter()
+    decoder = SampleDecoder(make_decoder(data.decoder), FrameTransform(data.image_size, False), num_clips, False,
+                            _WorkerRandom(0, 0, 1), counter)
+    pipeline = eval_stream(urls, handler=counter.shard_handler).compose(
+        wds.map(decoder), wds.select(_is_sample), wds.batched(batch_size, collation_fn=collate, partial=True),
+        wds.map(counter.attach))
+    return MonitoredBatches(DataLoader(pipeline, batch_size=None, num_workers=data.num_workers), monitor)
+
+
+def _use_dali(decoder: str) -> bool:
+    """DALI for `dali`, and for `auto` when a GPU and DALI are both there (DESIGN §3.2)."""
+    if decoder == "dali":
+        return True
+    if decoder != "auto" or not torch.cuda.is_available():
+        return False
+    from snps3_ds.data.dali import dali_available
+
+    return dali_available()
 
 
 def _is_sample(sample: DecodedSample | None) -> bool:

@@ -37,6 +37,15 @@ def _tar_entry_bytes(size: int) -> int:
     return _TAR_BLOCK + -(-size // _TAR_BLOCK) * _TAR_BLOCK
 
 
+def _index_keys(index: Path) -> set[str]:
+    """Sample keys named in a DALI v1.2 index (lines of `ext offset size key.ext` groups)."""
+    keys = set()
+    for line in index.read_text().splitlines()[1:]:
+        fields = line.split()
+        keys.update(fields[i].split(".", 1)[0] for i in range(3, len(fields), 4))
+    return keys
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` via a temp file + rename, so readers see old or new, never half."""
     tmp = path.with_name(path.name + ".tmp")
@@ -73,6 +82,9 @@ class ShardWriter:
 
     If an exception escapes the `with` block, finished shards are kept, the
     partial temp shard is deleted and shards.json still lists what finished.
+    With `resume=True` the shards an earlier build finished (listed in its
+    shards.json, tar and idx present) are kept, `done_keys()` names their
+    samples, and new shards continue after the last one.
     """
 
     def __init__(
@@ -81,6 +93,9 @@ class ShardWriter:
         max_samples: int = 1000,
         max_bytes: int = 1 << 30,
         command: str | None = None,
+        resume: bool = False,
+        checkpoint_manifest: bool = False,
+        build_info: dict[str, Any] | None = None,
     ) -> None:
         if max_samples < 1:
             raise ValueError(f"ShardWriter: max_samples must be >= 1, got {max_samples}")
@@ -103,6 +118,12 @@ class ShardWriter:
         self._duration_s = 0.0
         self._failures: list[dict[str, str]] = []
         self._closed = False
+        # checkpoint_manifest: rewrite shards.json after every finished shard, so even a killed build
+        # leaves a manifest that lists exactly the finished shards (what a resumed build keeps).
+        self.checkpoint_manifest = checkpoint_manifest
+        self.build_info = build_info
+        if resume:
+            self._resume()
 
     # -- paths ---------------------------------------------------------------
     def shard_path(self, index: int) -> Path:
@@ -154,9 +175,40 @@ class ShardWriter:
         if duration is not None:
             shard.duration_s += float(duration)
 
-    def add_failure(self, key: str, reason: str) -> None:
-        """Record an input that was skipped, so the manifest says what is missing and why."""
-        self._failures.append({"key": str(key), "reason": str(reason)})
+    def add_failure(self, key: str, reason: str, detail: str = "", source: str = "") -> None:
+        """Record an input that was skipped, so the manifest says what is missing and why.
+
+        `reason` is a short stable word (missing_file, undecodable, zero_frames, empty_caption ...);
+        `detail` the error text and `source` the input path, both kept only when given.
+        """
+        record = {"key": str(key), "reason": str(reason)}
+        record.update({k: str(v) for k, v in (("detail", detail), ("source", source)) if v})
+        self._failures.append(record)
+
+    def done_keys(self) -> set[str]:
+        """Keys of the samples in finished shards (after resume: also those of the earlier build)."""
+        return set(self._keys)
+
+    def _resume(self) -> None:
+        """Adopt the finished shards an earlier build listed in shards.json."""
+        if not self.manifest_path.is_file():
+            return
+        try:
+            previous = json.loads(self.manifest_path.read_text())
+            entries = list(previous["shards"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{self.manifest_path}: cannot resume, not a shards.json ({err})") from err
+        for entry in entries:
+            tar, idx = self.folder / entry["path"], self.folder / entry.get("idx", "")
+            if not (tar.is_file() and idx.is_file() and tar.stat().st_size == entry.get("bytes")):
+                log.warning("%s: shard %s from the earlier build is missing or changed; rebuilding its samples",
+                            self.name, entry["path"])
+                continue
+            self._shards.append(entry)
+            self._keys.update(_index_keys(idx))
+            self._codecs.update(entry.get("codecs", {}))
+            self._duration_s += float(entry.get("duration_s", 0.0))
+            self._next_index = max(self._next_index, int(entry["path"][-10:-4]) + 1)
 
     def _check_sample(self, key: str, members: dict[str, bytes]) -> None:
         """Reject keys/members that would break WebDataset or DALI sample grouping."""
@@ -211,10 +263,14 @@ class ShardWriter:
                 "idx": self.index_path(shard.index).name,
                 "num_samples": shard.num_samples,
                 "bytes": self.shard_path(shard.index).stat().st_size,
+                "codecs": dict(sorted(shard.codecs.items())),
+                "duration_s": round(shard.duration_s, 6),
             }
         )
         self._codecs.update(shard.codecs)
         self._duration_s += shard.duration_s
+        if self.checkpoint_manifest:
+            _atomic_write_text(self.manifest_path, json.dumps(self.manifest(), indent=1) + "\n")
 
     def _abort_shard(self) -> None:
         """Drop the open shard: its samples are lost, but no partial file is left behind."""
@@ -243,6 +299,7 @@ class ShardWriter:
             "total_duration_s": round(self._duration_s, 6),
             "failures": list(self._failures),
             "command": self.command,
+            **({"build": self.build_info} if self.build_info is not None else {}),
         }
 
     def close(self, abort: bool = False) -> dict[str, Any]:

@@ -1,0 +1,120 @@
+"""Counting skipped samples where they happen (DataLoader workers) and judging the rate where it matters.
+
+Workers are separate processes, so a counter there is invisible to the trainer. Each worker's
+`SkipCounter` hands its new counts to the next batch it yields (`VideoTextBatch.skipped`); the
+`SkipMonitor` in the training process sums them, exposes the totals, and stops the run with a
+`DataQualityError` once the skip rate passes `data.max_skip_rate`.
+"""
+
+from __future__ import annotations
+
+import logging
+import tarfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
+
+from snps3_ds.data.batch import VideoTextBatch
+from snps3_ds.data.errors import DataQualityError
+
+log = logging.getLogger(__name__)
+
+
+def shard_error_reason(exn: BaseException) -> str:
+    """A counter key for an exception raised while reading a shard."""
+    if isinstance(exn, (tarfile.ReadError, EOFError)) or "unexpected end" in str(exn).lower():
+        return "truncated_shard"
+    if isinstance(exn, OSError):
+        return "unreadable_shard"
+    return "bad_shard"
+
+
+class SkipCounter:
+    """Per-worker counts of skipped samples by reason; `take()` returns what is new since the last call."""
+
+    def __init__(self) -> None:
+        self.pending: Counter[str] = Counter()
+        self.total: Counter[str] = Counter()
+
+    def add(self, reason: str, count: int = 1) -> None:
+        self.pending[reason] += count
+        self.total[reason] += count
+
+    def take(self) -> dict[str, int]:
+        new, self.pending = dict(self.pending), Counter()
+        return new
+
+    def shard_handler(self, exn: BaseException) -> bool:
+        """A webdataset handler: count and log a shard that cannot be opened or read, then go on."""
+        reason = shard_error_reason(exn)
+        self.add(reason)
+        log.warning("skipping the rest of a shard (%s): %s", reason, str(exn)[:300])
+        return True
+
+    def attach(self, batch: VideoTextBatch) -> VideoTextBatch:
+        """Pipeline stage after batching: the batch carries the skips since the previous batch."""
+        batch.skipped = self.take()
+        return batch
+
+
+class SkipMonitor:
+    """Sums the skips carried by batches; raises DataQualityError when the rate passes the threshold.
+
+    The rate is skipped / (skipped + delivered) over the whole run, checked once `warmup` samples have
+    been seen so one early bad sample cannot stop a run.
+    """
+
+    def __init__(self, max_skip_rate: float, warmup: int, source: str = "data") -> None:
+        if not 0.0 <= max_skip_rate <= 1.0 or warmup < 0:
+            raise ValueError(f"data.max_skip_rate must be in [0, 1] and data.skip_rate_warmup >= 0, "
+                             f"got {max_skip_rate} and {warmup}")
+        self.max_skip_rate, self.warmup, self.source = max_skip_rate, warmup, source
+        self.skipped: Counter[str] = Counter()
+        self.delivered = 0
+
+    @property
+    def skip_rate(self) -> float:
+        seen = self.delivered + sum(self.skipped.values())
+        return sum(self.skipped.values()) / seen if seen else 0.0
+
+    def stats(self) -> dict[str, float]:
+        """Flat numbers for the metrics log: `data/skip_rate`, `data/skipped`, `data/skipped_<reason>`."""
+        row: dict[str, float] = {"data/skip_rate": self.skip_rate, "data/skipped": float(sum(self.skipped.values()))}
+        row.update({f"data/skipped_{reason}": float(n) for reason, n in sorted(self.skipped.items())})
+        return row
+
+    def observe(self, batch: VideoTextBatch) -> VideoTextBatch:
+        self.delivered += batch.num_videos
+        if batch.skipped:
+            self.skipped.update(batch.skipped)
+            self.check()
+        return batch
+
+    def check(self) -> None:
+        seen = self.delivered + sum(self.skipped.values())
+        if seen >= self.warmup and self.skip_rate > self.max_skip_rate:
+            raise DataQualityError(
+                f"{self.source}: {sum(self.skipped.values())} of {seen} samples skipped ({self.skip_rate:.1%}), "
+                f"more than data.max_skip_rate={self.max_skip_rate:.1%}; reasons: {dict(self.skipped)}. "
+                f"Check the shards with data_prep/verify_shards.py, or raise data.max_skip_rate.")
+
+
+class MonitoredBatches:
+    """Batches from `source` through a SkipMonitor. Iterable again and again when `source` is (evaluation);
+    a one-shot iterator when it is one (training). `stats()` gives the totals to the trainer/logger."""
+
+    def __init__(self, source: Iterable[VideoTextBatch], monitor: SkipMonitor) -> None:
+        self.source, self.monitor = source, monitor
+        self._iterator: Iterator[VideoTextBatch] | None = None
+
+    def __iter__(self) -> Iterator[VideoTextBatch]:
+        if isinstance(self.source, Iterator):
+            return self
+        return (self.monitor.observe(batch) for batch in self.source)
+
+    def __next__(self) -> VideoTextBatch:
+        if self._iterator is None:
+            self._iterator = iter(self.source)
+        return self.monitor.observe(next(self._iterator))
+
+    def stats(self) -> dict[str, float]:
+        return self.monitor.stats()
