@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
     cfg = _setup.load_run_config(args)
     share_cpu_threads(1)
-    _setup.ensure_demo_corpus(cfg.data)
+    _setup.ensure_demo_data(cfg)
     torch.manual_seed(cfg.train.seed)  # the untrained model is the one pre-training starts from
     tokenizer = build_tokenizer(cfg.model)
     model = build_model(cfg.model, tokenizer)
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         load_model_weights(model, args.checkpoint)
     clips = cfg.eval.num_clips or cfg.data.num_clips
     loader = build_eval_loader(cfg.data, tokenizer, cfg.eval.batch_size, clips)
-    metrics = evaluate_retrieval(model, loader, cfg.model.temperature)
+    metrics = evaluate_retrieval(model, loader, float(model.temperature()))  # the learned one, if learned
     metrics["chance_R@1"] = 100.0 / metrics["num_videos"]
     label = "trained" if args.checkpoint else "untrained"
     baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None

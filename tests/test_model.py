@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 
 from snps3_ds.config import RunConfig
@@ -72,3 +75,125 @@ def test_model_padded_clips_do_not_change_fusion(tiny_config: RunConfig) -> None
     a = model.fuse(batch.mlm_ids, batch.text_mask, video.tokens, batch.clip_mask).pooled[0]
     b = model.fuse(batch.mlm_ids, batch.text_mask, noisy, batch.clip_mask).pooled[0]
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fusion switch, temporal encoder, every objective through the task, MoCo, checkpointing, parameter counts
+# ---------------------------------------------------------------------------------------------------------
+
+from snps3_ds.config import load_config  # noqa: E402
+
+from conftest import TINY_RECIPE  # noqa: E402
+
+ALL_OBJECTIVES = ["objectives.level2=1", "objectives.vtm=1", "objectives.lvwm=1", "objectives.text_mlm=1",
+                  "model.text_mlm_head=true"]
+NO_DROPOUT = ["model.text_config.hidden_dropout_prob=0.0", "model.text_config.attention_probs_dropout_prob=0.0"]
+
+
+def _tiny(*overrides: str) -> tuple[RunConfig, object, object]:
+    cfg = load_config(TINY_RECIPE, list(overrides))
+    tokenizer = build_tokenizer(cfg.model)
+    torch.manual_seed(0)
+    return cfg, tokenizer, build_model(cfg.model, tokenizer)
+
+
+def _lvwm_batch(cfg: RunConfig, tokenizer, videos: int = 4) -> VideoTextBatch:
+    from snps3_ds.data.text import tokenize
+
+    captions = ["a red circle moves left", "a blue square jumps", "a red circle moves left", "two green stars"]
+    batch = _batch(cfg, tokenizer, videos)
+    ids, mask = tokenize(tokenizer, captions[:videos], cfg.data.max_text_len)
+    batch.text_ids, batch.text_mask = ids, mask
+    batch.word_positions = torch.tensor([[1, 2, 3]] * videos)
+    return batch
+
+
+def test_model_every_objective_trains_every_parameter() -> None:
+    cfg, tokenizer, model = _tiny(*ALL_OBJECTIVES, "model.temporal_layers=1", "model.learn_temperature=true")
+    task = PretrainTask(model, cfg.objectives, cfg.model)
+    out = task(_lvwm_batch(cfg, tokenizer))
+    assert set(out.losses) == {"contrastive", "level2", "vtm", "mlm", "text_mlm", "lvwm"}
+    assert all(torch.isfinite(v) for v in out.losses.values())
+    for prefix in ("l1", "l2", "lvwm"):
+        assert {f"{prefix}_t2v_R@1", f"{prefix}_t2v_R@5", f"{prefix}_t2v_R@10", f"{prefix}_t2v_MdR"} <= set(out.metrics)
+    assert {"mlm_acc", "text_mlm_acc", "vtm_acc"} <= set(out.metrics)
+    out.loss.backward()
+    missing = [n for n, p in task.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+
+
+def test_model_hard_negatives_and_moco_run_and_keys_stay_untrained() -> None:
+    cfg, tokenizer, model = _tiny(*ALL_OBJECTIVES, "objectives.level2_hard_negatives=2",
+                                  "objectives.vtm_negatives=hard", "objectives.contrastive_queue=16")
+    task = PretrainTask(model, cfg.objectives, cfg.model)
+    assert task.moco is not None and not any(p.requires_grad for p in task.moco.parameters())
+    batch = _lvwm_batch(cfg, tokenizer)
+    for _ in range(2):
+        out = task(batch)
+        out.loss.backward()
+        assert torch.isfinite(out.loss) and out.metrics["l2_t2v_R@10"] == 100.0  # 1 + 2 candidates
+    assert int(task.moco.text_ptr) == 8 and int(task.moco.video_ptr) == 2 * int(batch.clip_mask.sum()) % 16
+    from snps3_ds.engine.optim import param_groups
+
+    trained = {id(p) for group in param_groups(task, cfg.optim, set()) for p in group["params"]}
+    assert not any(id(p) in trained for p in task.moco.parameters())
+
+
+def test_model_lvwm_without_chosen_words_is_a_clear_error() -> None:
+    cfg, tokenizer, model = _tiny("objectives.lvwm=1")
+    with pytest.raises(ValueError, match="masking.kind=mssm"):
+        PretrainTask(model, cfg.objectives, cfg.model)(_batch(cfg, tokenizer))
+
+
+def test_model_p3e_fuses_with_its_own_bert() -> None:
+    """P3E: MLM alone trains the separate fusion BERT and leaves the text BERT untouched."""
+    cfg, tokenizer, model = _tiny("model.fusion=separate", "objectives.contrastive=0")
+    assert model.fusion_bert is not None and len(model.fusion_bert.encoder.layer) == 3
+    torch.testing.assert_close(model.fusion_bert.encoder.layer[0].output.dense.weight,
+                               model.bert.encoder.layer[0].output.dense.weight)  # started from the text BERT
+    PretrainTask(model, cfg.objectives, cfg.model)(_batch(cfg, tokenizer)).loss.backward()
+    assert all(p.grad is None for p in model.bert.parameters())
+    assert model.fusion_bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+
+
+def test_model_temporal_encoder_ignores_padded_clips() -> None:
+    cfg, tokenizer, model = _tiny("model.temporal_layers=2")
+    model.eval()
+    tokens = torch.randn(2, cfg.data.num_clips, model.hidden_size)
+    mask = torch.tensor([[True, False], [True, True]])
+    noisy = tokens.clone()
+    noisy[0, 1] += 3.0
+    a, b = model.temporal(tokens, mask), model.temporal(noisy, mask)
+    assert a.shape == tokens.shape
+    torch.testing.assert_close(a[0, 0], b[0, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_model_text_grad_checkpointing_gives_the_same_gradients() -> None:
+    grads = []
+    for flag in ("false", "true"):
+        cfg, tokenizer, model = _tiny(*NO_DROPOUT, "objectives.level2=1", f"model.text_grad_checkpointing={flag}")
+        model.train()
+        PretrainTask(model, cfg.objectives, cfg.model)(_batch(cfg, tokenizer)).loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.bert.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+def test_model_count_params_reproduces_table_2() -> None:
+    """SNP-R50 160.4 M, P3E-R50 205.5 M, SNP-PVT 161.1 M, P3E-PVT 206.2 M (paper Table II) within 0.5%."""
+    from snps3_ds.models.params import TABLE2, table2_counts
+
+    for key, count in table2_counts().items():
+        assert abs(count / 1e6 - TABLE2[key]) / TABLE2[key] < 0.005, (key, count)
+
+
+def test_model_count_params_script(capsys, monkeypatch) -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "launch" / "count_params.py"
+    monkeypatch.syspath_prepend(str(path.parent))  # the script imports its sibling _setup
+    spec = importlib.util.spec_from_file_location("count_params", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(["--config", str(TINY_RECIPE), "--compare-fusion"])
+    printed = capsys.readouterr().out
+    assert "SNP (test_resnet, fusion=shared)" in printed and "fusion_bert" in printed and "SNP saves" in printed

@@ -30,12 +30,14 @@ def build_optimizer(module: nn.Module, cfg: OptimConfig, visual_names: set[str])
 
 
 def lr_lambda(cfg: OptimConfig, max_steps: int):
-    """Multiplier of each group's peak lr at optimiser step s: linear warm-up, then cosine or constant."""
+    """Multiplier of each group's peak lr at optimiser step s: linear warm-up, then cosine, constant or step."""
     def factor(step: int) -> float:
         if cfg.warmup_steps and step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
+            return cfg.warmup_start + (1 - cfg.warmup_start) * (step + 1) / cfg.warmup_steps
         if cfg.schedule == "constant":
             return 1.0
+        if cfg.schedule == "step":  # the reference's lr_steps: x decay_factor at each milestone passed
+            return cfg.decay_factor ** sum(step >= milestone for milestone in cfg.decay_steps)
         progress = min(1.0, (step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps))
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return factor

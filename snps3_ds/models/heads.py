@@ -23,3 +23,9 @@ class MLMHead(nn.Module):
     def forward(self, states: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
         hidden = self.norm(F.gelu(self.dense(states)))
         return F.linear(hidden, word_embeddings, self.bias)
+
+
+def similarity_dense(hidden: int, dropout: float = 0.1) -> nn.Sequential:
+    """The fusion matching scorer (reference `similarity_dense`): Dropout-Linear(H, 2H)-ReLU-Linear(2H, 1)
+    on the cross_pooler output; one raw logit per text-video pair."""
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, 2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, 1))

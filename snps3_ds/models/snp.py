@@ -1,11 +1,14 @@
 """The SNP model: visual clip tokens plus ONE BERT that serves both the text pass and the fusion pass.
 
-Single-device model code: it knows nothing of DeepSpeed, ranks or precision (DESIGN §4.1-4.2).
+`model.fusion: separate` switches to the paper's P3E baseline: an independent `fusion_layers`-deep BERT
+with its own embeddings does the fusion pass. Single-device model code: it knows nothing of DeepSpeed,
+ranks or precision (DESIGN §4.1-4.2).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -15,8 +18,15 @@ from transformers import BertConfig, BertModel
 
 from snps3_ds.config import ModelConfig
 from snps3_ds.local_files import resolve_text_dir
-from snps3_ds.models.heads import MLMHead
+from snps3_ds.models.heads import MLMHead, similarity_dense
+from snps3_ds.models.temporal import TemporalEncoder
 from snps3_ds.models.visual import VisualEncoder
+
+# Named text-model shapes for `model.text_config` (random init, no weights): used by count_params.
+TEXT_SIZES: dict[str, dict] = {
+    "bert-base": dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                      intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2),
+}
 
 
 @dataclass
@@ -27,7 +37,7 @@ class TextFeatures:
 
 @dataclass
 class VideoFeatures:
-    tokens: torch.Tensor  # [B, T, H] one raw pooled token per clip: the fusion input
+    tokens: torch.Tensor  # [B, T, H] one pooled token per clip (after the temporal encoder, if any): fusion input
     clip_features: torch.Tensor  # [B, T, H] L2-normalised img_fc(tokens): the contrastive feature
     clip_mask: torch.Tensor  # [B, T] True for real clips
 
@@ -46,58 +56,135 @@ def build_bert(cfg: ModelConfig) -> BertModel:
                                      add_pooling_layer=True)
 
 
+def build_fusion_bert(text_bert: BertModel, layers: int) -> BertModel:
+    """P3E: an independent BERT (own embeddings, `layers` layers, no pooler) started from the text BERT's
+    embeddings and first layers, as the reference's commented-out `cross_encoder` would have been (layers
+    beyond the text BERT's depth keep their random init)."""
+    config = BertConfig(**{**text_bert.config.to_dict(), "num_hidden_layers": layers})
+    fusion = BertModel(config, add_pooling_layer=False)
+    own = fusion.state_dict()
+    fusion.load_state_dict({k: v for k, v in text_bert.state_dict().items() if k in own}, strict=False)
+    return fusion
+
+
+def video_features(visual: nn.Module, temporal: nn.Module | None, img_fc: nn.Module, frames: torch.Tensor,
+                   clip_mask: torch.Tensor) -> VideoFeatures:
+    """Clip tokens (grid mean over space), optional temporal encoder, then img_fc + L2 norm (fp32).
+
+    A function of the towers rather than a method, so MoCo's momentum copies run the very same code.
+    """
+    tokens = visual(frames).mean(dim=(-2, -1))  # [B, T, H]
+    if temporal is not None:
+        tokens = temporal(tokens, clip_mask)
+    return VideoFeatures(tokens, F.normalize(img_fc(tokens).float(), dim=-1), clip_mask)
+
+
+def text_features(bert: BertModel, ids: torch.Tensor, mask: torch.Tensor) -> TextFeatures:
+    out = bert(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids))
+    return TextFeatures(out.last_hidden_state, F.normalize(out.pooler_output.float(), dim=-1))
+
+
 class SNPModel(nn.Module):
     """Shared Network Pre-training: BERT embeds and encodes captions alone (text pass) and captions
-    followed by clip tokens (fusion pass) with the same embeddings and layers; only the pooler is copied."""
+    followed by clip tokens (fusion pass) with the same embeddings and layers; only the pooler is copied.
+
+    Heads (REFERENCE §1.1): img_fc (contrastive clip feature), cross_pooler, similarity_dense (level-2
+    matching score), vtm_head (matched / not matched), mlm_head (fusion pass, decoder tied to the fusion
+    word embeddings) and, with model.text_mlm_head, a second MLM head on the text pass.
+    """
 
     def __init__(self, cfg: ModelConfig, sep_token_id: int) -> None:
         super().__init__()
         self.bert = build_bert(cfg)
-        hidden = self.bert.config.hidden_size
-        self.visual = VisualEncoder(cfg.visual_backbone, hidden, cfg.visual_checkpoint)
+        config = self.bert.config
+        hidden = config.hidden_size
+        self.visual = VisualEncoder(cfg.visual_backbone, hidden, cfg.visual_checkpoint, cfg.freeze_bn,
+                                    cfg.visual_grad_checkpointing)
+        self.temporal = None
+        if cfg.temporal_layers > 0:
+            self.temporal = TemporalEncoder(config, cfg.temporal_layers)
+            self.temporal.init_from(self.bert)
         self.img_fc = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
+        self.fusion_bert = build_fusion_bert(self.bert, cfg.fusion_layers) if cfg.fusion == "separate" else None
         self.cross_pooler = copy.deepcopy(self.bert.pooler)
-        self.mlm_head = MLMHead(hidden, self.bert.config.vocab_size, self.bert.config.layer_norm_eps)
+        self.similarity_dense = similarity_dense(hidden)
+        self.vtm_head = nn.Linear(hidden, 2)
+        self.mlm_head = MLMHead(hidden, config.vocab_size, config.layer_norm_eps)
+        self.text_mlm_head = MLMHead(hidden, config.vocab_size, config.layer_norm_eps) if cfg.text_mlm_head else None
+        self.min_temperature = cfg.min_temperature
+        self.fixed_temperature = cfg.temperature
+        if cfg.learn_temperature:
+            # shape [1], not a scalar: DeepSpeed's broadcast views every parameter as bytes, which 0-d cannot do
+            self.log_temperature = nn.Parameter(torch.full((1,), math.log(cfg.temperature)))
+        else:
+            self.log_temperature = None
         self.register_buffer("sep_id", torch.tensor([sep_token_id]), persistent=False)
+        if cfg.text_grad_checkpointing:
+            for bert in (self.bert, self.fusion_bert, self.temporal and self.temporal.bert):
+                if bert is not None:
+                    bert.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     @property
     def hidden_size(self) -> int:
         return self.bert.config.hidden_size
 
+    @property
+    def fusion_encoder(self) -> BertModel:
+        """The BERT that runs the fusion pass: the text BERT itself (SNP) or the separate one (P3E)."""
+        return self.bert if self.fusion_bert is None else self.fusion_bert
+
+    def temperature(self) -> torch.Tensor | float:
+        """Level-1 contrastive temperature: fixed, or learned (exp of a parameter, floored at min_temperature)."""
+        if self.log_temperature is None:
+            return self.fixed_temperature
+        return self.log_temperature.float().exp().clamp(min=self.min_temperature).squeeze(0)
+
     def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> TextFeatures:
-        out = self.bert(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids))
-        return TextFeatures(out.last_hidden_state, F.normalize(out.pooler_output.float(), dim=-1))
+        return text_features(self.bert, ids, mask)
 
     def encode_video(self, frames: torch.Tensor, clip_mask: torch.Tensor) -> VideoFeatures:
-        grid = self.visual(frames)  # [B, T, H, h, w]
-        tokens = grid.mean(dim=(-2, -1))
-        features = F.normalize(self.img_fc(tokens).float(), dim=-1)
-        return VideoFeatures(tokens, features, clip_mask)
+        return video_features(self.visual, self.temporal, self.img_fc, frames, clip_mask)
+
+    def momentum_towers(self) -> dict[str, nn.Module]:
+        """The towers MoCo keeps momentum copies of: everything from frames / ids to the contrastive features."""
+        towers = {"visual": self.visual, "img_fc": self.img_fc, "bert": self.bert}
+        return towers if self.temporal is None else {**towers, "temporal": self.temporal}
 
     def fuse(self, ids: torch.Tensor, mask: torch.Tensor, clip_tokens: torch.Tensor,
              clip_mask: torch.Tensor) -> FusionOutput:
-        """`[CLS] caption [SEP] pad | v_1 .. v_T [SEP]` through the shared embeddings and layers.
+        """`[CLS] caption [SEP] pad | v_1 .. v_T [SEP]` through the fusion encoder's embeddings and layers.
 
         Captions keep token type 0 and positions 0..L-1; the visual part has type 1 and positions
         restarting at 0, as in the reference. Attention is bidirectional over both parts.
         """
+        encoder = self.fusion_encoder
         count, length = ids.shape
         clips = clip_tokens.shape[1]
-        words = self.bert.embeddings.word_embeddings
+        words = encoder.embeddings.word_embeddings
         sep = words(self.sep_id).expand(count, 1, -1)
         embeds = torch.cat([words(ids), clip_tokens.to(sep.dtype), sep], dim=1)
         device = ids.device
         positions = torch.cat([torch.arange(length, device=device), torch.arange(clips + 1, device=device)])
         types = torch.cat([torch.zeros(length, device=device), torch.ones(clips + 1, device=device)]).long()
         attention = torch.cat([mask, clip_mask.to(mask.dtype), torch.ones_like(mask[:, :1])], dim=1)
-        out = self.bert(inputs_embeds=embeds, attention_mask=attention,
-                        position_ids=positions.expand(count, -1), token_type_ids=types.expand(count, -1))
+        out = encoder(inputs_embeds=embeds, attention_mask=attention,
+                      position_ids=positions.expand(count, -1), token_type_ids=types.expand(count, -1))
         states = out.last_hidden_state
         return FusionOutput(states[:, :length], self.cross_pooler(states))
 
+    def match_score(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Level-2 matching logit per fused pair [N, H] -> [N]."""
+        return self.similarity_dense(pooled).squeeze(-1)
+
     def mlm_logits(self, states: torch.Tensor) -> torch.Tensor:
-        """Vocabulary logits for selected token states [M, H] -> [M, V] (decoder tied to word embeddings)."""
-        return self.mlm_head(states, self.bert.embeddings.word_embeddings.weight)
+        """Vocabulary logits for selected fusion states [M, H] -> [M, V] (decoder tied to word embeddings)."""
+        return self.mlm_head(states, self.fusion_encoder.embeddings.word_embeddings.weight)
+
+    def text_mlm_logits(self, states: torch.Tensor) -> torch.Tensor:
+        """The optional text-pass MLM head (REFERENCE §2.4 `text_encoder_mlm`); needs model.text_mlm_head."""
+        if self.text_mlm_head is None:
+            raise ValueError("objectives.text_mlm > 0 needs the text-pass MLM head: set model.text_mlm_head=true")
+        return self.text_mlm_head(states, self.bert.embeddings.word_embeddings.weight)
 
 
 def visual_parameter_names(model: SNPModel) -> set[str]:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from snps3_ds.distributed import gather_no_grad, gather_with_grad
+from snps3_ds.objectives import upcast
 
 NEG_INF = -1e4  # large enough to vanish under exp at the temperatures used, finite in every dtype
 
@@ -36,8 +37,11 @@ class GlobalContrastiveLoss(nn.Module):
         super().__init__()
         self.temperature, self.rank, self.world_size = temperature, rank, world_size
 
-    def forward(self, text: torch.Tensor, clips: torch.Tensor, clip_mask: torch.Tensor) -> ContrastiveOutput:
-        text, clips = text.float(), clips.float()
+    def forward(self, text: torch.Tensor, clips: torch.Tensor, clip_mask: torch.Tensor,
+                temperature: torch.Tensor | float | None = None) -> ContrastiveOutput:
+        """`temperature` overrides the constructor's (a learned one is a tensor and receives a gradient)."""
+        temperature = self.temperature if temperature is None else temperature
+        text, clips = upcast(text), upcast(clips)
         batch = clips.shape[0]
         if text.shape[0] != batch:
             raise ValueError(f"training batches pair one caption per video; got {text.shape[0]} texts for {batch} videos")
@@ -48,12 +52,12 @@ class GlobalContrastiveLoss(nn.Module):
         local = torch.arange(batch, device=text.device)
 
         # text -> video: local texts against every global clip  [N, B_all, T]
-        t2c = clip_logits(text, all_clips, all_mask, self.temperature)
+        t2c = clip_logits(text, all_clips, all_mask, temperature)
         positives = torch.logsumexp(t2c[local, local + offset], dim=-1)
         loss_t2v = (torch.logsumexp(t2c.flatten(1), dim=-1) - positives).mean()
 
         # video -> text: local clips against every global text  [B, T, N_all]
-        c2t = torch.einsum("btd,nd->btn", clips, all_text) / self.temperature
+        c2t = torch.einsum("btd,nd->btn", clips, all_text) / temperature
         own = c2t[local, :, local + offset]  # [B, T]
         per_clip = torch.logsumexp(c2t, dim=-1) - own
         loss_v2t = per_clip[clip_mask].mean()
@@ -64,7 +68,7 @@ class GlobalContrastiveLoss(nn.Module):
 
 def clip_logits(text: torch.Tensor, clips: torch.Tensor, clip_mask: torch.Tensor, temperature: float) -> torch.Tensor:
     """cos(text n, clip t of video b) / temperature as [N, B, T], padded clips at NEG_INF (fp32)."""
-    logits = torch.einsum("nd,btd->nbt", text.float(), clips.float()) / temperature
+    logits = torch.einsum("nd,btd->nbt", upcast(text), upcast(clips)) / temperature
     return logits.masked_fill(~clip_mask.bool()[None], NEG_INF)
 
 
@@ -72,3 +76,18 @@ def text_video_scores(text: torch.Tensor, clips: torch.Tensor, clip_mask: torch.
                       ) -> torch.Tensor:
     """Dual-encoder score of every text-video pair [N, B]: logsumexp over the video's clips, as in training."""
     return torch.logsumexp(clip_logits(text, clips, clip_mask, temperature), dim=-1)
+
+
+@torch.no_grad()
+def global_text_video_scores(text: torch.Tensor, clips: torch.Tensor, clip_mask: torch.Tensor,
+                             temperature: torch.Tensor | float, world_size: int = 1) -> torch.Tensor:
+    """Detached level-1 scores of every text-video pair of the GLOBAL batch [N_all, B_all] (ranks in order).
+
+    Used for the in-batch metrics and for mining hard negatives (level 2, VTM); every rank holds the same
+    matrix, so the choices are the ones a single process would make on the concatenated batch.
+    """
+    all_text = gather_no_grad(upcast(text).contiguous(), world_size)
+    all_clips = gather_no_grad(upcast(clips).contiguous(), world_size)
+    all_mask = gather_no_grad(clip_mask.float(), world_size).bool()
+    temperature = temperature.detach() if isinstance(temperature, torch.Tensor) else temperature
+    return text_video_scores(all_text, all_clips, all_mask, temperature)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from snps3_ds.data.text import IGNORE_INDEX
+from snps3_ds.objectives import upcast
 
 
 @dataclass
@@ -26,9 +27,9 @@ def mlm_loss(logits: torch.Tensor, targets: torch.Tensor) -> MLMOutput:
     """Cross-entropy over masked positions' logits [M, V] and targets [M]; zero (with grad) when M == 0
     so a batch whose captions drew no mask does not turn the step into NaN."""
     if targets.numel() == 0:
-        zero = logits.float().sum() * 0.0
+        zero = upcast(logits).sum() * 0.0
         return MLMOutput(zero, zero.detach(), 0)
-    logits = logits.float()
+    logits = upcast(logits)
     loss = F.cross_entropy(logits, targets)
     accuracy = (logits.argmax(-1) == targets).float().mean()
     return MLMOutput(loss, accuracy.detach(), int(targets.numel()))

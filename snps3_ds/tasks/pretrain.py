@@ -1,4 +1,14 @@
-"""Pre-training task: SNP model + the enabled objectives -> weighted loss, terms and in-batch metrics."""
+"""Pre-training task: SNP model + the enabled objectives -> weighted loss, terms and in-batch metrics.
+
+Terms, each weighted by `objectives.<name>` (0 = off, DESIGN §4.3):
+  contrastive  GVTM level 1: text pass [CLS] vs clip features, global in-batch InfoNCE (or MoCo queues)
+  level2       GVTM level 2: fusion-scored pairs (similarity_dense), MIL-NCE; all local pairs or hard negatives
+  vtm          matched / not matched on the fusion pooled output, random or hard negative captions
+  mlm          fusion-pass masked token prediction (the loader's MLM or MSSM masking)
+  text_mlm     the reference's text-pass MLM head (its input is unmasked)
+  lvwm         local vision-word matching of the loader's chosen words against clip features
+The fusion passes of level2 and vtm use the unmasked caption and share the positive pair's pass.
+"""
 
 from __future__ import annotations
 
@@ -7,55 +17,152 @@ from torch import nn
 
 from snps3_ds.config import ModelConfig, ObjectivesConfig
 from snps3_ds.data.batch import VideoTextBatch
+from snps3_ds.distributed import gather_no_grad, gather_with_grad
 from snps3_ds.evaluation.metrics import query_ranks
-from snps3_ds.models.snp import SNPModel
-from snps3_ds.objectives.contrastive import GlobalContrastiveLoss
+from snps3_ds.models.snp import SNPModel, VideoFeatures
+from snps3_ds.objectives.contrastive import GlobalContrastiveLoss, global_text_video_scores
+from snps3_ds.objectives.lvwm import LVWMLoss, chosen_word_states
+from snps3_ds.objectives.matching import CrossMatchingLoss
 from snps3_ds.objectives.mlm import masked_positions, mlm_loss
+from snps3_ds.objectives.moco import MomentumContrast
+from snps3_ds.objectives.vtm import VTMLoss
 from snps3_ds.tasks.base import TaskOutput
+
+TERMS = ("contrastive", "level2", "vtm", "mlm", "text_mlm", "lvwm")
 
 
 class PretrainTask(nn.Module):
-    """Level-1 global contrastive (text pass vs clip features) + cross-modal MLM (fusion pass)."""
-
     def __init__(self, model: SNPModel, objectives: ObjectivesConfig, model_cfg: ModelConfig,
                  rank: int = 0, world_size: int = 1) -> None:
         super().__init__()
-        if objectives.contrastive <= 0 and objectives.mlm <= 0:
+        self.weights = {name: getattr(objectives, name) for name in TERMS if getattr(objectives, name) > 0}
+        if not self.weights:
             raise ValueError("objectives: every weight is 0, nothing to train")
+        if "text_mlm" in self.weights and model.text_mlm_head is None:
+            raise ValueError("objectives.text_mlm > 0 needs the text-pass MLM head: set model.text_mlm_head=true")
         self.model = model
-        self.weights = objectives
+        self.rank, self.world_size = rank, world_size
         self.contrastive = GlobalContrastiveLoss(model_cfg.temperature, rank, world_size)
+        self.moco = None
+        if "contrastive" in self.weights and objectives.contrastive_queue > 0:  # key encoders built now, not lazily
+            self.moco = MomentumContrast(model.momentum_towers(), model.hidden_size, objectives.contrastive_queue,
+                                         objectives.contrastive_momentum, rank, world_size)
+        self.level2 = CrossMatchingLoss(objectives.level2_hard_negatives, rank, world_size)
+        self.vtm = VTMLoss(objectives.vtm_negatives, rank, world_size)
+        self.lvwm = LVWMLoss(objectives.lvwm_temperature, rank, world_size)
+        hard_l2 = "level2" in self.weights and objectives.level2_hard_negatives > 0
+        self.mines = hard_l2 or ("vtm" in self.weights and objectives.vtm_negatives == "hard")
+        self.gather_videos = hard_l2
+        self.needs_text = self.mines or any(t in self.weights for t in ("contrastive", "text_mlm", "lvwm"))
 
     def forward(self, batch: VideoTextBatch) -> TaskOutput:
-        video = self.model.encode_video(batch.frames, batch.clip_mask)
-        losses: dict[str, torch.Tensor] = {}
+        if batch.num_texts != batch.num_videos:
+            raise ValueError(f"pre-training pairs one caption per video; got {batch.num_texts} captions "
+                             f"for {batch.num_videos} videos")
+        model = self.model
+        video = model.encode_video(batch.frames, batch.clip_mask)
+        text = model.encode_text(batch.text_ids, batch.text_mask) if self.needs_text else None
+        terms: dict[str, torch.Tensor] = {}
         metrics: dict[str, torch.Tensor] = {}
-        total = video.clip_features.new_zeros(())
-        if self.weights.contrastive > 0:
-            text = self.model.encode_text(batch.text_ids, batch.text_mask)
-            out = self.contrastive(text.global_feature, video.clip_features, batch.clip_mask)
-            total = total + self.weights.contrastive * out.loss
-            losses["contrastive"] = out.loss.detach()
-            metrics.update(_in_batch_recall(out.text_to_video, out.targets, "l1"))
-        if self.weights.mlm > 0:
+        similarity = None
+        if text is not None:  # detached global level-1 matrix: metrics and hard-negative mining
+            similarity = global_text_video_scores(text.global_feature, video.clip_features, batch.clip_mask,
+                                                  model.temperature(), self.world_size)
+            rows = self._rows(batch)
+            metrics.update(in_batch_recall(similarity[rows], rows, "l1"))
+        if "contrastive" in self.weights:
+            terms["contrastive"] = self._contrastive(batch, text.global_feature, video)
+        if "level2" in self.weights or "vtm" in self.weights:
+            self._matching(batch, video, similarity, terms, metrics)
+        if "mlm" in self.weights:
             owners = batch.text_video_index
-            fused = self.model.fuse(batch.mlm_ids, batch.text_mask, video.tokens[owners], batch.clip_mask[owners])
+            fused = model.fuse(batch.mlm_ids, batch.text_mask, video.tokens[owners], batch.clip_mask[owners])
             chosen = masked_positions(batch.mlm_labels)
-            out_mlm = mlm_loss(self.model.mlm_logits(fused.text_states[chosen]), batch.mlm_labels[chosen])
-            total = total + self.weights.mlm * out_mlm.loss
-            losses["mlm"] = out_mlm.loss.detach()
-            metrics["mlm_acc"] = out_mlm.accuracy
-        return TaskOutput(total, losses, metrics)
+            out = mlm_loss(model.mlm_logits(fused.text_states[chosen]), batch.mlm_labels[chosen])
+            terms["mlm"], metrics["mlm_acc"] = out.loss, out.accuracy
+        if "text_mlm" in self.weights:
+            chosen = masked_positions(batch.mlm_labels)
+            out = mlm_loss(model.text_mlm_logits(text.states[chosen]), batch.mlm_labels[chosen])
+            terms["text_mlm"], metrics["text_mlm_acc"] = out.loss, out.accuracy
+        if "lvwm" in self.weights:
+            words = chosen_word_states(text.states, batch.word_positions)
+            out_lvwm = self.lvwm(words, video.clip_features, batch.clip_mask)
+            terms["lvwm"] = out_lvwm.loss
+            metrics.update(in_batch_recall(out_lvwm.text_to_video, out_lvwm.targets, "lvwm"))
+        total = sum(self.weights[name] * loss for name, loss in terms.items())
+        return TaskOutput(total, {name: loss.detach() for name, loss in terms.items()}, metrics)
+
+    def _rows(self, batch: VideoTextBatch) -> torch.Tensor:
+        """Global indices of this rank's samples (ranks hold equal micro-batches, in rank order)."""
+        return self.rank * batch.num_videos + torch.arange(batch.num_videos, device=batch.text_ids.device)
+
+    def _contrastive(self, batch: VideoTextBatch, text: torch.Tensor, video: VideoFeatures) -> torch.Tensor:
+        temperature = self.model.temperature()
+        if self.moco is None:
+            return self.contrastive(text, video.clip_features, batch.clip_mask, temperature).loss
+        return self.moco(self.model.momentum_towers(), text, video.clip_features, batch.clip_mask, batch.frames,
+                         batch.text_ids, batch.text_mask, temperature)
+
+    def _matching(self, batch: VideoTextBatch, video: VideoFeatures, similarity: torch.Tensor | None,
+                  terms: dict[str, torch.Tensor], metrics: dict[str, torch.Tensor]) -> None:
+        """Level 2 and VTM: unmasked captions fused with videos; the positive pairs' pass is shared."""
+        model = self.model
+        pairs = FusionPairs(model, batch, video, self.rank, self.world_size, self.gather_videos)
+        same_caption = pairs.same_caption() if self.mines or "vtm" in self.weights else None
+        rows = self._rows(batch)
+        positive = pairs.pooled(rows, rows)
+        if "level2" in self.weights:
+            out = self.level2(lambda t, v: model.match_score(pairs.pooled(t, v)), model.match_score(positive),
+                              similarity, same_caption)
+            terms["level2"] = out.loss
+            metrics.update(in_batch_recall(out.video_scores, out.targets, "l2"))
+        if "vtm" in self.weights:
+            videos, captions, _ = self.vtm.negatives_for(batch.num_videos, similarity, same_caption, rows.device)
+            negative = pairs.pooled(captions, rows[videos]) if len(videos) else positive[:0]
+            out_vtm = self.vtm(model.vtm_head(positive), model.vtm_head(negative))
+            terms["vtm"], metrics["vtm_acc"] = out_vtm.loss, out_vtm.accuracy
 
 
-def _in_batch_recall(scores: torch.Tensor, targets: torch.Tensor, prefix: str) -> dict[str, torch.Tensor]:
-    """Text->video R@1/5 and median rank of the local texts among the global batch's videos."""
+class FusionPairs:
+    """Fuses caption t with video v, both named by their index in the GLOBAL batch.
+
+    Caption ids are gathered from every rank (integers, no gradient). Clip tokens are gathered with
+    gradient only when other ranks' videos are needed (level-2 hard negatives); otherwise only this
+    rank's videos can be named.
+    """
+
+    def __init__(self, model: SNPModel, batch: VideoTextBatch, video: VideoFeatures, rank: int, world_size: int,
+                 gather_videos: bool) -> None:
+        self.model = model
+        self.ids = gather_no_grad(batch.text_ids, world_size)
+        self.mask = gather_no_grad(batch.text_mask, world_size)
+        tokens, clip_mask = video.tokens, batch.clip_mask
+        self.video_offset = rank * batch.num_videos
+        if gather_videos and world_size > 1:
+            tokens = gather_with_grad(tokens.float(), rank, world_size).to(tokens.dtype)
+            clip_mask = gather_no_grad(clip_mask.float(), world_size).bool()
+            self.video_offset = 0
+        self.tokens, self.clip_mask = tokens, clip_mask
+
+    def pooled(self, texts: torch.Tensor, videos: torch.Tensor) -> torch.Tensor:
+        """cross_pooler output [P, H] of the pairs (texts[p], videos[p])."""
+        videos = videos - self.video_offset
+        return self.model.fuse(self.ids[texts], self.mask[texts], self.tokens[videos], self.clip_mask[videos]).pooled
+
+    def same_caption(self) -> torch.Tensor:
+        """[N_all, N_all] True where two captions are token-identical (never negatives of each other)."""
+        ids = self.ids * self.mask
+        return (ids[:, None, :] == ids[None, :, :]).all(dim=-1)
+
+
+def in_batch_recall(scores: torch.Tensor, targets: torch.Tensor, prefix: str) -> dict[str, torch.Tensor]:
+    """Text->video R@1/5/10 and median rank of each query row among its columns (detached)."""
     truth = torch.zeros_like(scores, dtype=torch.bool)
-    truth[torch.arange(scores.shape[0]), targets] = True
-    ranks = query_ranks(scores, truth).float()
-    return {f"{prefix}_t2v_R@1": (ranks <= 1).float().mean() * 100,
-            f"{prefix}_t2v_R@5": (ranks <= 5).float().mean() * 100,
-            f"{prefix}_t2v_MdR": ranks.median()}
+    truth[torch.arange(scores.shape[0], device=scores.device), targets] = True
+    ranks = query_ranks(scores.detach(), truth).float()
+    metrics = {f"{prefix}_t2v_R@{k}": (ranks <= k).float().mean() * 100 for k in (1, 5, 10)}
+    metrics[f"{prefix}_t2v_MdR"] = ranks.median()
+    return metrics
 
 
-
+_in_batch_recall = in_batch_recall  # the earlier private name
