@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # scripts run as files: make `snps3_ds` and `data_prep` importable
     sys.path.insert(0, str(ROOT))
 
-from snps3_ds.config import DataConfig, RunConfig, load_config  # noqa: E402
+from snps3_ds.config import DataConfig, MaskingConfig, RunConfig, load_config  # noqa: E402
 
 DEFAULT_RECIPE = ROOT / "launch" / "recipes" / "demo.yaml"
 DEFAULT_DS_CONFIG = ROOT / "ds_configs" / "zero2.json"
@@ -25,6 +25,24 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 
 def load_run_config(args: argparse.Namespace) -> RunConfig:
     return load_config(args.config, args.overrides)
+
+
+def ensure_demo_data(cfg: RunConfig) -> None:
+    """The demo recipe's corpus and significant-word table, built when missing (rank 0 only)."""
+    ensure_demo_corpus(cfg.data)
+    ensure_demo_significance(cfg.data, cfg.masking)
+
+
+def ensure_demo_significance(data: DataConfig, masking: MaskingConfig) -> None:
+    """Mine the significance table from the training shards when the demo recipe names a missing one."""
+    if not (data.make_demo_if_missing and masking.significance_dir):
+        return
+    from data_prep.mine_significant_words import DEFAULT_ABANDON, ensure_table
+
+    # As the reference does for WebVid, "background(s)" is abandoned: it is in most demo captions
+    # and names no object to ground.
+    ensure_table(data.train_shards, masking.significance_dir, workers=1, progress=False,
+                 abandon=(*DEFAULT_ABANDON, "background", "backgrounds"))
 
 
 def ensure_demo_corpus(data: DataConfig) -> None:

@@ -15,8 +15,7 @@ import torch
 import yaml
 
 from snps3_ds.config import RunConfig, to_dict
-from snps3_ds.data.loader import build_train_loader
-from snps3_ds.data.shards import resolve_shards
+from snps3_ds.data.loader import build_train_loader, training_sets
 from snps3_ds.engine.base import share_cpu_threads
 from snps3_ds.engine.ds_config import check_against_recipe, load_ds_config
 from snps3_ds.engine.trainer import train
@@ -56,9 +55,9 @@ def main(argv: list[str] | None = None) -> None:
     share_cpu_threads(local_world)
     check_against_recipe(settings, cfg.train, world)
     if rank == 0:
-        _setup.ensure_demo_corpus(cfg.data)
+        _setup.ensure_demo_data(cfg)
     barrier(world)
-    resolve_shards(cfg.data.train_shards)  # a missing shard path fails here, before any model is built
+    training_sets(cfg.data)  # a missing shard path fails here, before any model is built
 
     torch.manual_seed(cfg.train.seed)
     tokenizer = build_tokenizer(cfg.model)

@@ -13,7 +13,7 @@ from snps3_ds.engine.ds_config import check_against_recipe, load_ds_config
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_defaults_and_overrides_are_typed() -> None:
+def test_config_values_and_overrides_are_typed() -> None:
     cfg = load_config(None, ["optim.lr=1e-4", "data.num_clips=8", "logging.tags=[a, b]", "data.train_scale=[1, 2]"])
     assert isinstance(cfg, RunConfig)
     assert cfg.optim.lr == pytest.approx(1e-4) and isinstance(cfg.optim.lr, float)

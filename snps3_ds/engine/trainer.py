@@ -48,6 +48,7 @@ def train(engine: Engine, batches: Iterator[VideoTextBatch], cfg: TrainConfig, l
             row.update({f"train/lr_{k}": v for k, v in engine.learning_rates().items()})
             row["perf/samples_per_s"] = counted * engine.micro_batch_size * engine.world_size / elapsed
             row["perf/data_wait_frac"] = waited / elapsed
+            row.update(_data_stats(batches))
             logger.log(state.step, row)
             sums.clear()
             counted, waited, window_start = 0, 0.0, time.perf_counter()
@@ -55,6 +56,12 @@ def train(engine: Engine, batches: Iterator[VideoTextBatch], cfg: TrainConfig, l
             save(engine, save_dir, state, client_state)
     save(engine, save_dir, state, client_state)
     return state
+
+
+def _data_stats(batches: Iterator[VideoTextBatch]) -> dict[str, float]:
+    """Skip counts by reason (`data/...`) when the loader keeps them (this rank's view)."""
+    stats = getattr(batches, "stats", None)
+    return stats() if callable(stats) else {}
 
 
 def save(engine: Engine, save_dir: Path, state: TrainState, client_state: dict[str, Any]) -> None:
