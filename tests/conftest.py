@@ -32,6 +32,22 @@ def tiny_overrides(corpus: Path, run_dir: Path | None = None) -> list[str]:
     return overrides
 
 
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The packaged BERT tokenizer (loaded once)."""
+    from snps3_ds.data.text import load_tokenizer
+
+    return load_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def vp9(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small VP9 (webm) corpus: what DALI's CPU decoder can read."""
+    from shard_factory import vp9_corpus
+
+    return vp9_corpus(tmp_path_factory.mktemp("vp9"))
+
+
 @pytest.fixture
 def tiny_config(tiny_corpus: Path, tmp_path: Path) -> RunConfig:
     return load_config(TINY_RECIPE, tiny_overrides(tiny_corpus, tmp_path / "run"))

@@ -10,23 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from shard_factory import data_config, jpeg_bytes, raw_samples, vp9_corpus
-from snps3_ds.config import MaskingConfig, ModelConfig
+from shard_factory import data_config, jpeg_bytes, raw_samples
+from snps3_ds.config import MaskingConfig
 from snps3_ds.data import loader as loader_module
 from snps3_ds.data.dali import CPU_CODECS, ROUTE_FALLBACK, ROUTE_IMAGE, ROUTE_VIDEO, FramePlanner
 from snps3_ds.data.loader import build_eval_loader, build_train_loader
 from snps3_ds.data.transforms import IMAGENET_STD
-from snps3_ds.models.factory import build_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tokenizer(ModelConfig())
-
-
-@pytest.fixture(scope="module")
-def vp9(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return vp9_corpus(tmp_path_factory.mktemp("vp9"))
 
 
 def _plan(planner: FramePlanner, media: bytes, ext: str, meta: dict | None = None) -> tuple[list[int], int]:

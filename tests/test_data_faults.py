@@ -11,27 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from shard_factory import data_config, jpeg_bytes, raw_samples, truncate, vp9_corpus, write_set
-from snps3_ds.config import MaskingConfig, ModelConfig
+from shard_factory import data_config, jpeg_bytes, raw_samples, truncate, write_set
+from snps3_ds.config import MaskingConfig
 from snps3_ds.data.errors import DataQualityError
 from snps3_ds.data.loader import build_eval_loader, build_train_loader
-from snps3_ds.models.factory import build_tokenizer
 
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "data_prep"))
 import build_shards  # noqa: E402
 import verify_shards  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tokenizer(ModelConfig())
-
-
-@pytest.fixture(scope="module")
-def vp9(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return vp9_corpus(tmp_path_factory.mktemp("vp9"))
 
 
 @pytest.fixture(scope="module")

@@ -10,21 +10,10 @@ from pathlib import Path
 import pytest
 from torch.utils.data import DataLoader
 
-from shard_factory import data_config, jpeg_bytes, meta_bytes, raw_samples, vp9_corpus, write_set
-from snps3_ds.config import MaskingConfig, ModelConfig, TrainSetConfig
+from shard_factory import data_config, jpeg_bytes, meta_bytes, raw_samples, write_set
+from snps3_ds.config import MaskingConfig, TrainSetConfig
 from snps3_ds.data.loader import build_eval_loader, build_train_loader
 from snps3_ds.data.shards import ShardSet, eval_stream, resolve_shards, train_stream
-from snps3_ds.models.factory import build_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tokenizer(ModelConfig())
-
-
-@pytest.fixture(scope="module")
-def vp9(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return vp9_corpus(tmp_path_factory.mktemp("vp9"))
 
 
 def _text_only_set(prefix: Path, name: str, count: int, shard_size: int) -> list[str]:

@@ -19,7 +19,7 @@ from snps3_ds.config import ConfigError, MaskingConfig, load_config
 from snps3_ds.data.loader import Collator, DecodedSample, _WorkerRandom
 from snps3_ds.data.mssm import MssmVocab, attentive_mask, caption_positions, choose_words, mssm_count, mssm_mask
 from snps3_ds.data.significance import SignificanceError, load_significance
-from snps3_ds.data.text import IGNORE_INDEX, SpecialIds, load_tokenizer, tokenize
+from snps3_ds.data.text import IGNORE_INDEX, SpecialIds, tokenize
 
 CONTENT = ("dog", "man", "woman", "women", "running", "runs", "red", "ball", "grass", "jumping", "shirt", "water",
            "beach", "boy", "girl", "playing", "blue", "small", "field", "snow")
@@ -27,11 +27,6 @@ NOT_SIGNIFICANT = ("zebra", "kayak", "violin", "lantern")  # content words the t
 FUNCTION = ("a", "the", "on", "in", "with", "and", "of", "is", "his", "while")
 VARIANTS = {"running": ["ran", "run", "running", "runs"], "runs": ["ran", "run", "running", "runs"],
             "woman": ["woman", "women"], "women": ["woman", "women"]}
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer()
 
 
 @pytest.fixture(scope="module")

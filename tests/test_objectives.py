@@ -61,9 +61,9 @@ def test_mlm_loss_matches_cross_entropy_and_handles_no_mask() -> None:
     logits = torch.randn(5, 11, requires_grad=True)
     targets = torch.tensor([1, 2, 3, 4, 5])
     out = mlm_loss(logits, targets)
-    assert float(out.loss) == pytest.approx(float(F.cross_entropy(logits, targets)), abs=1e-6)
+    assert float(out.loss.detach()) == pytest.approx(float(F.cross_entropy(logits, targets).detach()), abs=1e-6)
     empty = mlm_loss(logits[:0], targets[:0])
-    assert float(empty.loss) == 0.0 and empty.count == 0
+    assert float(empty.loss.detach()) == 0.0 and empty.count == 0
     empty.loss.backward()  # a batch with nothing masked still backpropagates
 
 
@@ -71,37 +71,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _rank_worker(rank: int, world: int, port: int, results: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    text, clips = _features(0)
-    per_rank = text.shape[0] // world
-    rows = slice(rank * per_rank, (rank + 1) * per_rank)
-    local_text = text[rows].clone().requires_grad_(True)
-    local_clips = clips[rows].clone().requires_grad_(True)
-    mask = torch.ones(local_clips.shape[:2], dtype=torch.bool)
-    out = GlobalContrastiveLoss(0.1, rank, world)(local_text, local_clips, mask)
-    out.loss.backward()
-    results[rank] = (float(out.loss), local_text.grad / world, local_clips.grad / world)  # / world: DDP's mean
-    dist.destroy_process_group()
-
-
-def test_contrastive_gathered_over_two_ranks_equals_full_batch() -> None:
-    text, clips = _features(0)
-    text.requires_grad_(True)
-    clips.requires_grad_(True)
-    full = GlobalContrastiveLoss(0.1)(text, clips, torch.ones(clips.shape[:2], dtype=torch.bool))
-    full.loss.backward()
-    results = mp.Manager().dict()
-    mp.spawn(_rank_worker, args=(2, _free_port(), results), nprocs=2, join=True)
-    mean_loss = (results[0][0] + results[1][0]) / 2
-    assert mean_loss == pytest.approx(float(full.loss), abs=1e-6)
-    grad_text = torch.cat([results[0][1], results[1][1]])
-    grad_clips = torch.cat([results[0][2], results[1][2]])
-    torch.testing.assert_close(grad_text, text.grad, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(grad_clips, clips.grad, atol=1e-6, rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,3 +78,11 @@ def group_captions(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
         if caption not in captions:
             captions.append(caption)
     return grouped
+
+
+def load_json_manifest(manifest: Path) -> Any:
+    """A JSON annotation file, or a ManifestError naming it."""
+    try:
+        return json.loads(manifest.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ManifestError(f"{manifest}: not JSON ({err})") from err

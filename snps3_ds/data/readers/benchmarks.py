@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from snps3_ds.data.readers.base import (MEDIA_SUFFIXES, ManifestError, ReaderOptions, SourceItem, find_media,
+from snps3_ds.data.readers.base import (load_json_manifest, MEDIA_SUFFIXES, ManifestError, ReaderOptions, SourceItem, find_media,
                                          group_captions, safe_key)
-
-
-def _load_json(manifest: Path) -> Any:
-    try:
-        return json.loads(manifest.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ManifestError(f"{manifest}: not JSON ({err})") from err
 
 
 def read_msrvtt(manifest: Path, media_root: Path, options: ReaderOptions) -> Iterator[SourceItem]:
     """`MSRVTT_data.json` ({videos: [{video_id, split}], sentences: [{video_id, caption}]}); every caption of a
     video in one sample; `--split` keeps one split; media at `<media_root>/<video_id>.mp4`."""
-    data = _load_json(manifest)
+    data = load_json_manifest(manifest)
     if not isinstance(data, dict) or "videos" not in data or "sentences" not in data:
         raise ManifestError(f"{manifest}: expected MSRVTT_data.json with 'videos' and 'sentences'")
     captions = group_captions([(s["video_id"], s["caption"].strip()) for s in data["sentences"]])
@@ -77,7 +69,7 @@ def read_didemo(manifest: Path, media_root: Path, options: ReaderOptions) -> Ite
     """DiDeMo `{train,val,test}_data.json` ([{video, description, times, annotation_id}]). For paragraph
     retrieval (DESIGN §4.4) a video's descriptions are joined into one caption; the single descriptions and
     their 5-second segment `times` are kept in the json as `sentences`."""
-    data = _load_json(manifest)
+    data = load_json_manifest(manifest)
     if not isinstance(data, list) or (data and not {"video", "description"} <= set(data[0])):
         raise ManifestError(f"{manifest}: expected DiDeMo annotations, a JSON list of {{video, description, times}}")
     moments: dict[str, list[dict[str, Any]]] = {}

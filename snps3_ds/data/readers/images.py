@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from snps3_ds.data.readers.base import ManifestError, ReaderOptions, SourceItem, find_media, group_captions
-
-
-def _load_json(manifest: Path) -> Any:
-    try:
-        return json.loads(manifest.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ManifestError(f"{manifest}: not JSON ({err})") from err
+from snps3_ds.data.readers.base import load_json_manifest, ManifestError, ReaderOptions, SourceItem, find_media, group_captions
 
 
 def read_coco(manifest: Path, media_root: Path, options: ReaderOptions) -> Iterator[SourceItem]:
     """COCO captions JSON (`images` [{id, file_name}], `annotations` [{image_id, caption}]); all captions of
     an image in one sample; media at `<media_root>/<file_name>`."""
-    data = _load_json(manifest)
+    data = load_json_manifest(manifest)
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
         raise ManifestError(f"{manifest}: expected COCO captions JSON with 'images' and 'annotations'")
     captions = group_captions([(str(a["image_id"]), str(a.get("caption", "")).strip())
@@ -34,7 +25,7 @@ def read_coco(manifest: Path, media_root: Path, options: ReaderOptions) -> Itera
 def read_visual_genome(manifest: Path, media_root: Path, options: ReaderOptions) -> Iterator[SourceItem]:
     """Visual Genome `region_descriptions.json` ([{id, regions: [{phrase, ...}]}]); the distinct region
     phrases are the captions; media at `<media_root>/[VG_100K|VG_100K_2]/<id>.jpg`."""
-    data = _load_json(manifest)
+    data = load_json_manifest(manifest)
     if not isinstance(data, list):
         raise ManifestError(f"{manifest}: expected VG region descriptions (a JSON list of {{id, regions}})")
     for entry in data:
