@@ -22,6 +22,8 @@ from snps3_ds.engine.trainer import train
 from snps3_ds.logging import RunLogger
 from snps3_ds.models.factory import build_model, build_tokenizer
 from snps3_ds.models.snp import visual_parameter_names
+from snps3_ds.data.text import SpecialIds
+from snps3_ds.tasks.attentive import AttentiveMasking
 from snps3_ds.tasks.pretrain import PretrainTask
 
 
@@ -62,7 +64,11 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(cfg.train.seed)
     tokenizer = build_tokenizer(cfg.model)
     model = build_model(cfg.model, tokenizer)
-    task = PretrainTask(model, cfg.objectives, cfg.model, rank, world)
+    attentive = None
+    if cfg.masking.attentive_probability > 0:
+        attentive = AttentiveMasking(cfg.masking.attentive_probability, cfg.masking.probability,
+                                     SpecialIds.from_tokenizer(tokenizer), cfg.train.seed, rank)
+    task = PretrainTask(model, cfg.objectives, cfg.model, rank, world, attentive)
     engine = make_engine(args.engine, task, settings, cfg)
     batches = build_train_loader(cfg.data, cfg.masking, tokenizer, engine.micro_batch_size, rank, cfg.train.seed)
 

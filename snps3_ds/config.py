@@ -121,8 +121,9 @@ class MaskingConfig:
     word_chosen_num: int = 3
     """LVWM: word positions chosen per caption (significant first, padded by repetition)."""
     attentive_probability: float = 0.0
-    """Share of training steps whose MLM mask is replaced by attentive masking (reference: 0.5); applied on
-    the model side, where the text pass's attention is known. 0 turns it off."""
+    """Share of training steps whose fusion-MLM mask is replaced by attentive masking (reference: 0.5): tokens
+    drawn in proportion to the attention they receive in the text pass, all [MASK]ed (snps3_ds.tasks.attentive;
+    BERT then uses eager attention). 0 turns it off."""
 
     def __post_init__(self) -> None:
         if self.kind == "mssm" and not self.significance_dir:

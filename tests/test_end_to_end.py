@@ -46,7 +46,7 @@ def _evaluate(corpus: Path, checkpoint: Path, out: Path) -> dict:
 def test_end_to_end_torch_engine_train_checkpoint_evaluate(tiny_corpus: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     pretrain.main(["--engine", "torch", "--config", str(TINY_RECIPE), "--ds_config", str(TINY_DS),
-                   *tiny_overrides(tiny_corpus, run_dir)])
+                   *tiny_overrides(tiny_corpus, run_dir), "masking.attentive_probability=0.5"])
     assert (run_dir / "checkpoints" / "latest").read_text() == "step_00000003"
     rows = _metrics_rows(run_dir)
     assert [r["step"] for r in rows] == [1, 2, 3] and all(r["train/loss"] > 0 for r in rows)

@@ -197,3 +197,39 @@ def test_model_count_params_script(capsys, monkeypatch) -> None:
     script.main(["--config", str(TINY_RECIPE), "--compare-fusion"])
     printed = capsys.readouterr().out
     assert "SNP (test_resnet, fusion=shared)" in printed and "fusion_bert" in printed and "SNP saves" in printed
+
+
+def test_model_attentive_masking_replaces_the_loader_mask(tiny_config: RunConfig) -> None:
+    """With masking.attentive_probability=1 every training step masks by text-pass attention: the
+    reference's count max(int(0.15 n), 1) per caption, all [MASK], labels the original tokens."""
+    from snps3_ds.data.text import SpecialIds
+    from snps3_ds.tasks.attentive import AttentiveMasking
+
+    tokenizer = build_tokenizer(tiny_config.model)
+    model = build_model(tiny_config.model, tokenizer)
+    special = SpecialIds.from_tokenizer(tokenizer)
+    seen = []
+    attentive = AttentiveMasking(1.0, 0.15, special, seed=0, rank=0)
+    original_apply = attentive.apply
+
+    def spy(batch, importance):
+        assert importance.shape == batch.text_ids.shape and torch.isfinite(importance).all()
+        assert (importance[batch.text_mask.bool()] > 0).all()
+        out = original_apply(batch, importance)
+        seen.append(out)
+        return out
+
+    attentive.apply = spy
+    task = PretrainTask(model, tiny_config.objectives, tiny_config.model, attentive=attentive)
+    batch = _batch(tiny_config, tokenizer)
+    task(batch).loss.backward()
+    masked = seen[0]
+    chosen = masked.mlm_labels != -100
+    words = (batch.text_mask.bool() & ~torch.isin(batch.text_ids, torch.tensor(special.never_mask))).sum(1)
+    assert chosen.sum(1).tolist() == [max(int(0.15 * n), 1) for n in words.tolist()]
+    assert (masked.mlm_ids[chosen] == tokenizer.mask_token_id).all()
+    assert torch.equal(masked.mlm_labels[chosen], batch.text_ids[chosen])
+    task.eval()
+    seen.clear()
+    task(batch)
+    assert not seen, "evaluation never masks by attention"

@@ -33,6 +33,7 @@ TEXT_SIZES: dict[str, dict] = {
 class TextFeatures:
     states: torch.Tensor  # [N, L, H] token states of the text pass
     global_feature: torch.Tensor  # [N, H] L2-normalised pooled [CLS]
+    importance: torch.Tensor | None = None  # [N, L] attention each token receives (attentive masking only)
 
 
 @dataclass
@@ -79,9 +80,16 @@ def video_features(visual: nn.Module, temporal: nn.Module | None, img_fc: nn.Mod
     return VideoFeatures(tokens, F.normalize(img_fc(tokens).float(), dim=-1), clip_mask)
 
 
-def text_features(bert: BertModel, ids: torch.Tensor, mask: torch.Tensor) -> TextFeatures:
-    out = bert(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids))
-    return TextFeatures(out.last_hidden_state, F.normalize(out.pooler_output.float(), dim=-1))
+def text_features(bert: BertModel, ids: torch.Tensor, mask: torch.Tensor, importance: bool = False) -> TextFeatures:
+    """The text pass. With `importance`, also the attention each token receives (REFERENCE §1.3: summed
+    over layers and queries, averaged over heads); it needs the eager attention implementation."""
+    out = bert(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids), output_attentions=importance)
+    received = None
+    if importance:
+        if not out.attentions or out.attentions[0] is None:
+            raise RuntimeError("attention weights are unavailable: call SNPModel.enable_attention_weights() first")
+        received = sum(layer.detach().float().mean(dim=1).sum(dim=1) for layer in out.attentions)
+    return TextFeatures(out.last_hidden_state, F.normalize(out.pooler_output.float(), dim=-1), received)
 
 
 class SNPModel(nn.Module):
@@ -139,8 +147,12 @@ class SNPModel(nn.Module):
             return self.fixed_temperature
         return self.log_temperature.float().exp().clamp(min=self.min_temperature).squeeze(0)
 
-    def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> TextFeatures:
-        return text_features(self.bert, ids, mask)
+    def encode_text(self, ids: torch.Tensor, mask: torch.Tensor, importance: bool = False) -> TextFeatures:
+        return text_features(self.bert, ids, mask, importance)
+
+    def enable_attention_weights(self) -> None:
+        """Switch BERT to eager attention so the text pass can return its weights (fused kernels do not)."""
+        self.bert.set_attn_implementation("eager")
 
     def encode_video(self, frames: torch.Tensor, clip_mask: torch.Tensor) -> VideoFeatures:
         return video_features(self.visual, self.temporal, self.img_fc, frames, clip_mask)

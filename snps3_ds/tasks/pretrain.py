@@ -26,6 +26,7 @@ from snps3_ds.objectives.matching import CrossMatchingLoss
 from snps3_ds.objectives.mlm import masked_positions, mlm_loss
 from snps3_ds.objectives.moco import MomentumContrast
 from snps3_ds.objectives.vtm import VTMLoss
+from snps3_ds.tasks.attentive import AttentiveMasking
 from snps3_ds.tasks.base import TaskOutput
 
 TERMS = ("contrastive", "level2", "vtm", "mlm", "text_mlm", "lvwm")
@@ -33,7 +34,7 @@ TERMS = ("contrastive", "level2", "vtm", "mlm", "text_mlm", "lvwm")
 
 class PretrainTask(nn.Module):
     def __init__(self, model: SNPModel, objectives: ObjectivesConfig, model_cfg: ModelConfig,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, attentive: AttentiveMasking | None = None) -> None:
         super().__init__()
         self.weights = {name: getattr(objectives, name) for name in TERMS if getattr(objectives, name) > 0}
         if not self.weights:
@@ -54,6 +55,9 @@ class PretrainTask(nn.Module):
         self.mines = hard_l2 or ("vtm" in self.weights and objectives.vtm_negatives == "hard")
         self.gather_videos = hard_l2
         self.needs_text = self.mines or any(t in self.weights for t in ("contrastive", "text_mlm", "lvwm"))
+        self.attentive = attentive if "mlm" in self.weights else None
+        if self.attentive is not None:
+            model.enable_attention_weights()
 
     def forward(self, batch: VideoTextBatch) -> TaskOutput:
         if batch.num_texts != batch.num_videos:
@@ -61,7 +65,12 @@ class PretrainTask(nn.Module):
                              f"for {batch.num_videos} videos")
         model = self.model
         video = model.encode_video(batch.frames, batch.clip_mask)
-        text = model.encode_text(batch.text_ids, batch.text_mask) if self.needs_text else None
+        attentive = self.attentive is not None and self.training and self.attentive.draw()
+        text = None
+        if self.needs_text or attentive:
+            text = model.encode_text(batch.text_ids, batch.text_mask, importance=attentive)
+        if attentive:
+            batch = self.attentive.apply(batch, text.importance)
         terms: dict[str, torch.Tensor] = {}
         metrics: dict[str, torch.Tensor] = {}
         similarity = None
