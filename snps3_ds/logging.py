@@ -38,14 +38,18 @@ class RunLogger:
         self._jsonl.flush()
         if self._wandb is not None:
             self._wandb.log(row, step=step)
-        if echo:
-            print(f"step {step}: " + "  ".join(f"{k} {_short(v)}" for k, v in row.items()), flush=True)
+        if echo:  # the console gets the headline figures; metrics.jsonl and W&B get every key
+            shown = {k: v for k, v in row.items() if not any(part in k for part in _CONSOLE_SKIPS)}
+            print(f"step {step}: " + "  ".join(f"{k} {_short(v)}" for k, v in shown.items()), flush=True)
 
     def close(self) -> None:
         if self.enabled:
             self._jsonl.close()
             if self._wandb is not None:
                 self._wandb.finish()
+
+
+_CONSOLE_SKIPS = ("_no_decay", "R@5", "R@10", "MdR", "data/skipped_")
 
 
 def _short(value: float) -> str:
