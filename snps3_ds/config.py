@@ -93,7 +93,10 @@ class DataConfig:
     max_text_len: int = 30
     """Caption length in wordpieces, [CLS] and [SEP] included."""
     shuffle_buffer: int = 500
-    """Samples held in the training shuffle buffer."""
+    """DALI training reader: samples held in its shuffle buffer."""
+    shuffle_window: int = 8
+    """Training stream: each epoch, the samples of this many consecutive (permuted) shards are shuffled
+    together; larger mixes better, smaller keeps fewer shards open per reader."""
     num_workers: int = 1
     """DataLoader worker processes per rank (0 decodes in the training process); with DALI, its CPU threads."""
     max_skip_rate: float = 0.1
@@ -208,7 +211,17 @@ class TrainConfig:
     log_every: int = 10
     """Print and log every this many optimiser steps."""
     checkpoint_every: int = 0
-    """Save every this many optimiser steps (0: only at the end)."""
+    """Save every this many optimiser steps (0: only at the end and on SIGTERM/SIGINT)."""
+    keep_checkpoints: int = 3
+    """Complete checkpoints kept in run_dir/checkpoints (older ones are deleted; 0 keeps all)."""
+    eval_every: int = 0
+    """Validation (val/ metrics on data.eval_shards) every this many optimiser steps (0: none during training)."""
+    trace_samples: bool = False
+    """Write each micro-batch's sample keys and losses to run_dir/trace/rank_NNNNN.jsonl (audits, resume tests)."""
+    inject_nonfinite_step: int = 0
+    """Fault drill: make the loss NaN on the first micro-batch of this optimiser step (1-based; 0: off)."""
+    inject_nonfinite_rank: int = 0
+    """Fault drill: the rank whose loss is made NaN."""
 
 
 @dataclass

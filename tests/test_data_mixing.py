@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader
 from shard_factory import data_config, jpeg_bytes, meta_bytes, raw_samples, write_set
 from snps3_ds.config import MaskingConfig, TrainSetConfig
 from snps3_ds.data.loader import build_eval_loader, build_train_loader
-from snps3_ds.data.shards import ShardSet, eval_stream, resolve_shards, train_stream
+from snps3_ds.data.shards import ShardSet, eval_stream, resolve_shards
+from snps3_ds.data.stream import ResumableSamples
 
 
 def _text_only_set(prefix: Path, name: str, count: int, shard_size: int) -> list[str]:
@@ -25,21 +26,22 @@ def _text_only_set(prefix: Path, name: str, count: int, shard_size: int) -> list
 def test_mixing_proportions_within_three_percent(tmp_path: Path) -> None:
     weights = {"webvid": 0.6, "cc3m": 0.3, "coco": 0.1}
     sets = [ShardSet(_text_only_set(tmp_path / name, name, 40, 10), weight, name) for name, weight in weights.items()]
-    stream = iter(train_stream(sets, seed=3, shuffle_buffer=50))
+    stream = iter(ResumableSamples([(s.name, s.urls, s.weight) for s in sets], seed=3, rank=0, world_size=1, workers=1,
+                                   shuffle_window=4))
     drawn = Counter(sample["__set__"] for sample in itertools.islice(stream, 5000))
     for name, weight in weights.items():
         assert abs(drawn[name] / 5000 - weight) <= 0.03, (name, drawn)
 
 
-def test_mixing_streams_are_seeded_per_rank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mixing_streams_are_seeded_per_rank(tmp_path: Path) -> None:
     urls = _text_only_set(tmp_path / "a", "a", 30, 10)
 
     def keys(rank: int) -> list[str]:
-        monkeypatch.setenv("RANK", str(rank))
-        monkeypatch.setenv("WORLD_SIZE", "2")
-        return [s["__key__"] for s in itertools.islice(iter(train_stream(urls, 0, 8)), 40)]
+        stream = ResumableSamples([("a", urls, 1.0)], seed=0, rank=rank, world_size=2, workers=1, shuffle_window=2)
+        return [s["__key__"] for s in itertools.islice(iter(stream), 40)]
 
     assert keys(0) == keys(0) and keys(0) != keys(1)
+    assert not set(keys(0)[:15]) & set(keys(1)[:15]), "within an epoch the ranks read disjoint samples"
 
 
 @pytest.mark.parametrize("shards", [5, 2], ids=["split-by-shard", "split-by-sample"])

@@ -4,8 +4,6 @@ scripts; DeepSpeed ZeRO-2 on 2 CPU ranks through the `deepspeed` launcher; bad i
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,22 +13,13 @@ from snps3_ds.config import ConfigError
 from snps3_ds.data.shards import ShardSpecError
 
 from conftest import REPO, TINY_RECIPE, tiny_overrides
+from launching import free_port as _free_port, run_ok as _run
 
 sys.path.insert(0, str(REPO / "launch"))
 import evaluate  # noqa: E402
 import pretrain  # noqa: E402
 
 TINY_DS = REPO / "ds_configs" / "tiny_fp32.json"
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-
-
-def _run(cmd: list[str], timeout: int = 600) -> str:
-    done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
-    return done.stdout
 
 
 def _metrics_rows(run_dir: Path) -> list[dict]:
@@ -94,11 +83,3 @@ def test_end_to_end_bad_input_is_named(tiny_corpus: Path, tmp_path: Path) -> Non
         pretrain.main([*base, *tiny_overrides(tiny_corpus, tmp_path), f"data.train_shards=[{tmp_path}/no/such/shards]"])
     with pytest.raises(ConfigError, match=r"unknown key 'train\.max_step'"):
         pretrain.main([*base, "train.max_step=3"])
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -25,6 +25,10 @@ class VideoTextBatch:
                         words per caption, padded by repetition; None when no loader stage chose them
       skipped           dict[str, int], samples the loader skipped since its previous batch, by reason
                         (e.g. {"undecodable": 2}); summed by the loader's SkipMonitor, never by tasks
+      text_labels       long  [N] or None, downstream tasks: the answer id of a question (QA, -1 when the
+                        answer is outside the vocabulary) or 1/0 for the right/wrong option (multi-choice)
+      stream_position   dict or None, the training stream's position after this batch (resume), set by
+                        the resumable loader; tasks ignore it
 
     In training N == B and text_video_index == arange(B) (one caption drawn per video);
     evaluation keeps every caption of a video, so N >= B.
@@ -40,6 +44,8 @@ class VideoTextBatch:
     mlm_labels: torch.Tensor
     word_positions: torch.Tensor | None = None
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)
+    text_labels: torch.Tensor | None = None
+    stream_position: dict | None = None
 
     @property
     def num_videos(self) -> int:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +25,10 @@ from snps3_ds.data.batch import VideoTextBatch
 from snps3_ds.data.decode import DecodeError, FrameDecoder, make_decoder
 from snps3_ds.data.mssm import MssmVocab, choose_words, mssm_mask
 from snps3_ds.data.samples import MEDIA_EXTENSIONS, media_member, sample_meta
-from snps3_ds.data.shards import ShardSet, eval_stream, resolve_shards, stream_seed, train_stream
+from snps3_ds.data.resume import ResumableBatches, resume_positions
+from snps3_ds.data.shards import ShardSet, eval_stream, resolve_shards, stream_seed
 from snps3_ds.data.skips import MonitoredBatches, SkipCounter, SkipMonitor
+from snps3_ds.data.stream import ResumableSamples, next_rotation
 from snps3_ds.data.text import SpecialIds, mlm_mask, tokenize
 from snps3_ds.data.transforms import FrameTransform
 
@@ -37,6 +41,14 @@ class DecodedSample:
     key: str
     frames: torch.Tensor  # [t, 3, S, S], t <= num_clips
     captions: list[str]
+    labels: list[int] | None = None  # downstream tasks: one label per caption (see VideoTextBatch.text_labels)
+    seed: int | None = None  # the resumable stream's per-sample seed (augmentations follow it)
+    position: dict | None = None  # the resumable stream's position after this sample
+
+
+TaskTexts = Callable[[str, list[str]], "tuple[list[str], list[int] | None] | None"]
+"""Downstream tasks: (sample key, its captions) -> (texts, one label per text or None), or None when the video
+is not part of the task's split (dropped before decoding; not a data fault)."""
 
 
 class _WorkerRandom:
@@ -61,9 +73,10 @@ class SampleDecoder:
     """
 
     def __init__(self, decoder: FrameDecoder, transform: FrameTransform, num_clips: int, train: bool,
-                 rng: _WorkerRandom, counter: SkipCounter | None = None) -> None:
+                 rng: _WorkerRandom, counter: SkipCounter | None = None, texts: TaskTexts | None = None) -> None:
         self.decoder, self.transform, self.num_clips, self.train, self.rng = decoder, transform, num_clips, train, rng
         self.counter = counter if counter is not None else SkipCounter()
+        self.texts = texts
 
     @property
     def skipped(self) -> Counter[str]:
@@ -72,12 +85,19 @@ class SampleDecoder:
 
     def __call__(self, raw: dict[str, Any]) -> DecodedSample | None:
         key = raw.get("__key__", "?")
+        seed = raw.get("__seed__")
         try:
             meta = sample_meta(raw)
+            captions, labels = meta["captions"], None
+            if self.texts is not None:
+                joined = self.texts(key, captions)
+                if joined is None:
+                    return None  # not in this task's split
+                captions, labels = joined
+            rng = random.Random(seed) if seed is not None else self.rng.get()
             ext, data = media_member(raw)
-            frames = self.decoder.decode(data, ext, self.num_clips, self.train, self.rng.get(),
-                                         meta.get("start"), meta.get("end"))
-            return DecodedSample(key, self.transform(frames, self.rng.get()), meta["captions"])
+            frames = self.decoder.decode(data, ext, self.num_clips, self.train, rng, meta.get("start"), meta.get("end"))
+            return DecodedSample(key, self.transform(frames, rng), captions, labels, seed, raw.get("__pos__"))
         except DecodeError as err:
             reason, detail = err.reason, str(err)
         except Exception as err:  # noqa: BLE001 - one sample must not end the run; counted and logged
@@ -109,22 +129,35 @@ class Collator:
 
     def __call__(self, samples: list[DecodedSample]) -> VideoTextBatch:
         frames, clip_mask = self._stack_frames(samples)
-        captions, owners = [], []
+        rng, generator = self._generators(samples)
+        captions, owners, text_labels = [], [], []
         for index, sample in enumerate(samples):
-            chosen = [self.rng.get().choice(sample.captions)] if self.train else sample.captions
-            captions += chosen
+            chosen = [rng.randrange(len(sample.captions))] if self.train else range(len(sample.captions))
+            captions += [sample.captions[i] for i in chosen]
             owners += [index] * len(chosen)
+            if sample.labels is not None:
+                text_labels += [sample.labels[i] for i in chosen]
+        if text_labels and len(text_labels) != len(captions):
+            raise ValueError("a batch mixes samples with and without task labels")
         ids, mask = tokenize(self.tokenizer, captions, self.max_len)
-        mlm_ids, labels, words = self._mask(ids, mask)
+        mlm_ids, labels, words = self._mask(ids, mask, generator)
         return VideoTextBatch(keys=[s.key for s in samples], frames=frames, clip_mask=clip_mask, text_ids=ids,
                               text_mask=mask, text_video_index=torch.tensor(owners), mlm_ids=mlm_ids, mlm_labels=labels,
-                              word_positions=words)
+                              word_positions=words, text_labels=torch.tensor(text_labels) if text_labels else None,
+                              stream_position=samples[-1].position)
 
-    def _mask(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(mlm_ids, mlm_labels, word_positions or None), all drawn from this worker's generator."""
+    def _generators(self, samples: list[DecodedSample]) -> tuple[random.Random, torch.Generator]:
+        """Per-batch generators from the stream's sample seeds (exact resume), else this worker's own."""
+        if samples and samples[0].seed is not None:
+            rng = random.Random(stream_seed(samples[0].seed, 11))
+            return rng, torch.Generator().manual_seed(rng.getrandbits(63))
+        return self.rng.get(), self._torch_generator()
+
+    def _mask(self, ids: torch.Tensor, mask: torch.Tensor,
+              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(mlm_ids, mlm_labels, word_positions or None), all drawn from `generator`."""
         if self.masking is None:
             return ids.clone(), torch.full_like(ids, -100), None
-        generator = self._torch_generator()
         if self.masking.kind == "mssm":
             mlm_ids, labels = mssm_mask(ids, mask, self.special, self.words, self.masking, generator)
         else:
@@ -160,41 +193,70 @@ def training_sets(data: DataConfig) -> list[ShardSet]:
 
 
 def build_train_loader(data: DataConfig, masking: MaskingConfig, tokenizer: PreTrainedTokenizerBase,
-                       micro_batch_size: int, rank: int, seed: int) -> MonitoredBatches:
-    """Infinite training batches of micro_batch_size samples for this rank (an iterator; `.stats()` gives
-    the skip counts). Raises DataQualityError when the skip rate passes data.max_skip_rate."""
+                       micro_batch_size: int, rank: int, seed: int, world_size: int = 1,
+                       resume: dict[str, Any] | None = None, texts: TaskTexts | None = None) -> MonitoredBatches:
+    """Infinite training batches of micro_batch_size samples for this rank.
+
+    An iterator with `.stats()` (skip counts) and, on the CPU-decode path, `.state_dict()`: the stream
+    position to save in a checkpoint and pass back as `resume` to continue exactly where it stopped.
+    Raises DataQualityError when the skip rate passes data.max_skip_rate.
+    """
     sets = training_sets(data)
     collate = Collator(tokenizer, data.max_text_len, data.num_clips, masking, True, _WorkerRandom(seed, rank, 2))
     monitor = SkipMonitor(data.max_skip_rate, data.skip_rate_warmup, "training data")
     if _use_dali(data.decoder):
+        if texts is not None:
+            raise ValueError("data.decoder=dali does not take downstream-task annotations yet; use auto/decord/pyav")
         from snps3_ds.data.dali_loader import dali_train_batches
 
         return MonitoredBatches(dali_train_batches(data, sets, collate, micro_batch_size, rank, seed), monitor)
     counter = SkipCounter()
     decoder = SampleDecoder(make_decoder(data.decoder), FrameTransform(data.image_size, True, data.train_scale, data.hflip),
-                            data.num_clips, True, _WorkerRandom(seed, rank, 1), counter)
-    pipeline = train_stream(sets, seed, data.shuffle_buffer, handler=counter.shard_handler).compose(
-        wds.map(decoder), wds.select(_is_sample), wds.batched(micro_batch_size, collation_fn=collate, partial=False),
-        wds.map(counter.attach))
-    loader = DataLoader(pipeline, batch_size=None, num_workers=data.num_workers,
+                            data.num_clips, True, _WorkerRandom(seed, rank, 1), counter, texts)
+    workers = max(1, data.num_workers)
+    samples = ResumableSamples([(s.name, s.urls, s.weight) for s in sets], seed, rank, world_size, workers,
+                               data.shuffle_window, on_error=_counting(counter))
+    state = resume_positions(resume, samples.layout, workers)
+    samples.positions, samples.rotation = state.positions, next_rotation(state.batches, workers)
+    pipeline = wds.DataPipeline(samples, wds.map(decoder), wds.select(_is_sample),
+                                wds.batched(micro_batch_size, collation_fn=collate, partial=False),
+                                wds.map(counter.attach))
+    loader = DataLoader(pipeline, batch_size=None, num_workers=data.num_workers, worker_init_fn=_ignore_stop_signals,
                         persistent_workers=data.num_workers > 0, prefetch_factor=4 if data.num_workers else None)
-    return MonitoredBatches(iter(loader), monitor)
+    return ResumableBatches(iter(loader), monitor, samples.layout, state)
+
+
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """The launcher signals the whole process tree on preemption, but only the training process should
+    react (it finishes the step and saves); a worker that died first would fail the last fetches."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _counting(counter: SkipCounter) -> Callable[[str, BaseException], None]:
+    def on_error(reason: str, err: BaseException) -> None:
+        counter.add(reason)
+        log.warning("skipping a training sample (%s): %s", reason, str(err)[:300])
+
+    return on_error
 
 
 def build_eval_loader(data: DataConfig, tokenizer: PreTrainedTokenizerBase, batch_size: int,
-                      num_clips: int) -> MonitoredBatches:
-    """Held-out batches with every caption, centre crops and centre frames; each sample exactly once across
-    ranks and workers, in a fixed order. Iterable again for every evaluation pass."""
+                      num_clips: int, texts: TaskTexts | None = None) -> MonitoredBatches:
+    """Held-out batches with every caption (or every task text), centre crops and centre frames; each sample
+    exactly once across ranks and workers, in a fixed order. Iterable again for every evaluation pass."""
     urls = resolve_shards(data.eval_shards)
     collate = Collator(tokenizer, data.max_text_len, num_clips, None, False, _WorkerRandom(0, 0, 2))
     monitor = SkipMonitor(data.max_skip_rate, data.skip_rate_warmup, "evaluation data")
     if _use_dali(data.decoder):
+        if texts is not None:
+            raise ValueError("data.decoder=dali does not take downstream-task annotations yet; use auto/decord/pyav")
         from snps3_ds.data.dali_loader import DaliEvalBatches
 
         return MonitoredBatches(DaliEvalBatches(data, urls, collate, batch_size, num_clips), monitor)
     counter = SkipCounter()
     decoder = SampleDecoder(make_decoder(data.decoder), FrameTransform(data.image_size, False), num_clips, False,
-                            _WorkerRandom(0, 0, 1), counter)
+                            _WorkerRandom(0, 0, 1), counter, texts)
     pipeline = eval_stream(urls, handler=counter.shard_handler).compose(
         wds.map(decoder), wds.select(_is_sample), wds.batched(batch_size, collation_fn=collate, partial=True),
         wds.map(counter.attach))

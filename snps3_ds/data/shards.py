@@ -1,8 +1,8 @@
-"""WebDataset shard streams: which tars to read, and in what order on which rank and worker.
+"""WebDataset shards: resolving shard specs, training-set mixing weights, and evaluation streams.
 
-Training streams are infinite (shards resampled with a seed per rank and worker, several datasets mixed by
-weight, then a shuffle buffer); evaluation streams read every sample exactly once across ranks and workers,
-in a fixed order. Exceptions while reading a tar go to a handler (the loader's SkipCounter counts them).
+Evaluation streams read every sample exactly once across ranks and workers, in a fixed order; exceptions
+while reading a tar go to a handler (the loader's SkipCounter counts them). The training stream, which
+must be resumable, reads by index instead (snps3_ds.data.stream).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from webdataset.shardlists import expand_urls
 from torch.utils.data import IterableDataset
 from webdataset.utils import pytorch_worker_info
 
-from snps3_ds.data.errors import DataQualityError
 
 Handler = Callable[[BaseException], bool]
 
@@ -103,62 +102,6 @@ def weighted_interleave(sources: list[Iterator[Any]], weights: list[float], rng:
     while True:
         pick = min(bisect.bisect_right(cumulative, rng.random()), len(sources) - 1)
         yield next(sources[pick])
-
-
-def _set_samples(shard_set: ShardSet, index: int, seed: int, handler: Handler) -> Iterator[dict[str, Any]]:
-    """Infinite raw samples of one set: shards resampled with a seed per (rank, worker, set)."""
-    shards = wds.ResampledShards(shard_set.urls, seed=seed, deterministic=True,
-                                 worker_seed=lambda: _worker_seed(seed, index))
-    barren, limit = 0, max(10, 3 * len(shard_set.urls))
-
-    def watched() -> Iterator[dict[str, str]]:
-        # Resampling never ends, so a set whose every shard is unreadable would spin forever.
-        nonlocal barren
-        for shard in shards:
-            barren += 1
-            if barren > limit:
-                raise DataQualityError(f"training set {shard_set.name!r}: {limit} shard reads in a row gave no "
-                                       f"sample (e.g. {shard['url']}); are its tars truncated or empty?")
-            yield shard
-
-    for sample in wds.tarfile_to_samples(handler=handler)(watched()):
-        barren = 0
-        sample["__set__"] = shard_set.name
-        yield sample
-
-
-class MixedSamples(IterableDataset):
-    """Endless raw samples drawn from several ShardSets by weight (a single set: just that set)."""
-
-    def __init__(self, sets: list[ShardSet], seed: int, handler: Handler = wds.warn_and_continue) -> None:
-        super().__init__()
-        if not sets or any(s.weight <= 0 for s in sets):
-            raise ValueError(f"training sets need positive weights, got {[(s.name, s.weight) for s in sets]}")
-        self.sets, self.seed, self.handler = sets, seed, handler
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        sources = [_set_samples(s, i, self.seed, self.handler) for i, s in enumerate(self.sets)]
-        if len(sources) == 1:
-            return sources[0]
-        rng = random.Random(_worker_seed(self.seed, len(self.sets), 7))
-        return weighted_interleave(sources, [s.weight for s in self.sets], rng)
-
-
-def train_stream(urls: list[str] | list[ShardSet], seed: int, shuffle_buffer: int,
-                 handler: Handler = wds.warn_and_continue) -> wds.DataPipeline:
-    """Infinite raw samples: shards resampled and samples shuffled with a seed per rank and worker;
-    several ShardSets are mixed by weight before the shuffle buffer.
-
-    Resampling instead of split_by_node keeps every rank busy whatever the shard count is.
-    """
-    sets = [u if isinstance(u, ShardSet) else None for u in urls]
-    sets = sets if all(sets) else [ShardSet(list(urls))]
-
-    def seeded_shuffle(src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        rng = random.Random(_worker_seed(seed) + 1)
-        yield from wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), rng=rng)(src)
-
-    return wds.DataPipeline(MixedSamples(sets, seed, handler), seeded_shuffle)
 
 
 class EvalSamples(IterableDataset):

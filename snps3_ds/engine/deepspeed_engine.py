@@ -17,7 +17,7 @@ from torch import nn
 from snps3_ds.config import ConfigError, OptimConfig
 from snps3_ds.data.batch import VideoTextBatch
 from snps3_ds.engine.ds_config import EngineSettings
-from snps3_ds.engine.optim import build_optimizer, build_scheduler
+from snps3_ds.engine.optim import build_optimizer, build_scheduler, param_groups
 from snps3_ds.tasks.base import TaskOutput
 
 
@@ -52,7 +52,8 @@ class DeepSpeedEngine:
             raise ConfigError(f"{settings.path}: DeepSpeed refuses fp16 on the CPU; use a bf16 or fp32 ds_config")
         config = dict(settings.raw)
         config.setdefault("zero_allow_untested_optimizer", True)  # our AdamW is torch's, not DeepSpeed's
-        optimizer = build_optimizer(task, optim, visual_names)
+        optimizer = _offload_adam(task, optim, visual_names) if settings.offload_optimizer else \
+            build_optimizer(task, optim, visual_names)
         scheduler = build_scheduler(optimizer, optim, max_steps)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=task, optimizer=optimizer, lr_scheduler=scheduler, config=config)
@@ -78,9 +79,38 @@ class DeepSpeedEngine:
     def learning_rates(self) -> dict[str, float]:
         return {group.get("name", str(i)): group["lr"] for i, group in enumerate(self.optimizer.param_groups)}
 
+    def grad_norm(self) -> float | None:
+        """The global gradient norm of the last optimiser step (before clipping), when DeepSpeed computed it."""
+        norm = self.engine.get_global_grad_norm()
+        return None if norm is None else float(norm)
+
+    def loss_scale(self) -> float | None:
+        """fp16's dynamic loss scale; None in bf16/fp32."""
+        return float(self.optimizer.loss_scale) if self.frames_dtype == torch.float16 else None
+
+    def overflow_steps(self) -> int:
+        """Optimiser steps DeepSpeed skipped because fp16 gradients overflowed."""
+        return int(self.engine.skipped_steps)
+
     def save(self, save_dir: Path, tag: str, client_state: dict[str, Any]) -> None:
         """Collective: every rank writes its ZeRO partition; DeepSpeed writes save_dir/latest."""
         self.engine.save_checkpoint(str(save_dir), tag=tag, client_state=client_state)
+
+    def load(self, save_dir: Path, tag: str) -> dict[str, Any]:
+        """Collective: weights, optimizer partitions, scheduler and DeepSpeed's counters; returns the client state."""
+        path, client_state = self.engine.load_checkpoint(str(save_dir), tag=tag, load_optimizer_states=True,
+                                                         load_lr_scheduler_states=True)
+        if path is None:
+            raise FileNotFoundError(f"DeepSpeed could not load checkpoint {save_dir}/{tag}")
+        return client_state or {}
+
+
+def _offload_adam(task: nn.Module, optim: OptimConfig, visual_names: set[str]) -> torch.optim.Optimizer:
+    """ZeRO-Offload steps the optimizer on the CPU, which needs DeepSpeed's vectorised CPU AdamW
+    (a torch optimizer there is refused); same groups, learning rates and decay as build_optimizer."""
+    from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+    return DeepSpeedCPUAdam(param_groups(task, optim, visual_names), betas=optim.betas, adamw_mode=True)
 
 
 def fp32_state_dict_from_zero_checkpoint(checkpoint_dir: Path, tag: str) -> dict[str, torch.Tensor]:

@@ -25,6 +25,7 @@ class EngineSettings:
     precision: str  # "bf16" | "fp16" | "fp32"
     gradient_clipping: float
     zero_stage: int
+    offload_optimizer: bool = False  # ZeRO-Offload: optimizer states and step on the CPU
 
     def global_batch_size(self, world_size: int) -> int:
         return self.micro_batch_size * self.grad_accum * world_size
@@ -50,9 +51,17 @@ def load_ds_config(path: str | Path) -> EngineSettings:
     clip = raw.get("gradient_clipping", 0.0)
     if not isinstance(clip, (int, float)) or clip < 0:
         raise ConfigError(f"{file}: gradient_clipping: expected a number >= 0, got {clip!r}")
-    stage = raw.get("zero_optimization", {}).get("stage", 0)
+    zero = raw.get("zero_optimization", {})
+    stage = zero.get("stage", 0)
+    if stage not in (0, 1, 2, 3):
+        raise ConfigError(f"{file}: zero_optimization.stage: expected 0, 1, 2 or 3, got {stage!r}")
+    offload = zero.get("offload_optimizer", {}).get("device", "none") not in ("none", None)
+    if offload and stage == 0:
+        raise ConfigError(f"{file}: zero_optimization.offload_optimizer needs ZeRO stage 1 or more")
+    if fp16 and "loss_scale" in raw["fp16"] and raw["fp16"]["loss_scale"] != 0:
+        print(f"{file}: fp16.loss_scale is {raw['fp16']['loss_scale']}: a static scale (0 means dynamic)", flush=True)
     return EngineSettings(str(file), raw, micro, accum, "bf16" if bf16 else "fp16" if fp16 else "fp32",
-                          float(clip), int(stage))
+                          float(clip), int(stage), offload)
 
 
 def _positive_int(raw: dict[str, Any], key: str, file: Path, required: bool) -> int | None:

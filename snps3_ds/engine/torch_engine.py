@@ -36,6 +36,7 @@ class TorchEngine:
         self.optimizer = build_optimizer(task, optim, visual_names)
         self.scheduler = build_scheduler(self.optimizer, optim, max_steps)
         self._micro = 0
+        self._grad_norm: float | None = None
 
     def _autocast(self):
         if self.settings.precision == "fp32":
@@ -55,8 +56,8 @@ class TorchEngine:
         self._micro += 1
         if self._micro % self.grad_accum:
             return False
-        if self.settings.gradient_clipping > 0:
-            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.settings.gradient_clipping)
+        clip = self.settings.gradient_clipping if self.settings.gradient_clipping > 0 else float("inf")
+        self._grad_norm = float(torch.nn.utils.clip_grad_norm_(self.module.parameters(), clip))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
@@ -64,6 +65,23 @@ class TorchEngine:
 
     def learning_rates(self) -> dict[str, float]:
         return {group.get("name", str(i)): group["lr"] for i, group in enumerate(self.optimizer.param_groups)}
+
+    def grad_norm(self) -> float | None:
+        return self._grad_norm
+
+    def loss_scale(self) -> float | None:
+        return None
+
+    def overflow_steps(self) -> int:
+        return 0
+
+    def load(self, save_dir: Path, tag: str) -> dict[str, Any]:
+        state = torch.load(Path(save_dir) / tag / "model_states.pt", map_location=self.device, weights_only=False)
+        self.module.load_state_dict(state["module"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self._micro = 0
+        return state["client_state"]
 
     def save(self, save_dir: Path, tag: str, client_state: dict[str, Any]) -> None:
         """Same layout as DeepSpeed: save_dir/tag/... and save_dir/latest naming the newest tag."""

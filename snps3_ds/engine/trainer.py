@@ -1,68 +1,214 @@
-"""The training loop. It knows engines, batches and TaskOutputs; nothing of the method's internals."""
+"""The training loop. It knows engines, batches and TaskOutputs; nothing of the method's internals.
+
+Per micro-batch: fetch -> forward -> (all ranks agree: any non-finite loss? any stop signal?) ->
+backward -> step. A non-finite loss anywhere makes every rank skip that micro-batch; a stop signal
+(SIGTERM/SIGINT) makes every rank finish the optimiser step in flight, save, and return.
+"""
 
 from __future__ import annotations
 
+import json
+import signal
+import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from tqdm import tqdm
+
 from snps3_ds.config import TrainConfig
 from snps3_ds.data.batch import VideoTextBatch
+from snps3_ds.engine import rng
 from snps3_ds.engine.base import Engine, mean_over_ranks
+from snps3_ds.engine.faults import StopSignal, agree_any, gather_objects, nonfinite_terms
+from snps3_ds.engine.run_checkpoints import mark_complete, prune, tag_for, write_rank_state
+from snps3_ds.engine.system_stats import system_stats
 from snps3_ds.logging import RunLogger
+from snps3_ds.tasks.base import TaskOutput
 
 
 @dataclass
 class TrainState:
     step: int = 0  # optimiser steps done
     samples: int = 0  # training samples consumed, all ranks
+    nonfinite_skipped: int = 0  # micro-batches skipped on every rank because some rank's loss was not finite
+
+
+@dataclass
+class TrainHooks:
+    """Optional extras the launch script wires in; the loop only calls them."""
+
+    evaluate: Callable[[int], dict[str, float]] | None = None  # collective; returns val/ metrics
+    flops_per_sample: float | None = None  # training FLOPs of one sample (forward + backward), for MFU
+    peak_flops: float | None = None  # per device
+    trace_dir: Path | None = None  # per-step sample keys and losses per rank (audits, exact-resume tests)
+
+
+@dataclass
+class TrainResult:
+    state: TrainState
+    stopped_by: str | None = None  # the signal's name when a stop signal ended the run early
+
+
+@dataclass
+class _Window:
+    """What is averaged between two log rows."""
+
+    sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    counted: int = 0
+    waited: float = 0.0
+    steps: int = 0
+    start: float = field(default_factory=time.perf_counter)
 
 
 def train(engine: Engine, batches: Iterator[VideoTextBatch], cfg: TrainConfig, logger: RunLogger,
-          save_dir: Path, client_state: dict[str, Any]) -> TrainState:
-    """Run cfg.max_steps optimiser steps of micro_batch x accumulation x world samples each; save at the end."""
-    state = TrainState()
-    sums: dict[str, float] = defaultdict(float)
-    counted, waited, window_start = 0, 0.0, time.perf_counter()
-    global_batch = engine.micro_batch_size * engine.grad_accum * engine.world_size
-    while state.step < cfg.max_steps:
-        stepped = False
-        while not stepped:
-            fetch_start = time.perf_counter()
-            batch = next(batches)
-            waited += time.perf_counter() - fetch_start
-            out = engine.forward(batch)
-            engine.backward(out.loss)
-            stepped = engine.step()
-            for name, value in {"loss": out.loss, **out.losses, **out.metrics}.items():
-                sums[name] += float(value.detach())
-            counted += 1
-        state.step += 1
-        state.samples += global_batch
-        if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
-            elapsed = time.perf_counter() - window_start
-            row = mean_over_ranks({f"train/{k}": v / counted for k, v in sums.items()}, engine.world_size)
-            row.update({f"train/lr_{k}": v for k, v in engine.learning_rates().items()})
-            row["perf/samples_per_s"] = counted * engine.micro_batch_size * engine.world_size / elapsed
-            row["perf/data_wait_frac"] = waited / elapsed
-            row.update(_data_stats(batches))
-            logger.log(state.step, row)
-            sums.clear()
-            counted, waited, window_start = 0, 0.0, time.perf_counter()
-        if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < cfg.max_steps:
-            save(engine, save_dir, state, client_state)
-    save(engine, save_dir, state, client_state)
-    return state
+          save_dir: Path, client_state: dict[str, Any], start: TrainState | None = None,
+          hooks: TrainHooks | None = None) -> TrainResult:
+    """Run optimiser steps until cfg.max_steps (counting from `start` when resuming); save every
+    cfg.checkpoint_every steps, at the end, and when a stop signal arrives."""
+    state, hooks = start or TrainState(), hooks or TrainHooks()
+    stop, window = StopSignal(), _Window()
+    trace = _open_trace(hooks.trace_dir, engine.rank)
+    bar = tqdm(total=cfg.max_steps, initial=state.step, desc="train", unit="step", mininterval=2.0,
+               disable=engine.rank != 0, file=sys.stderr, dynamic_ncols=True)
+    try:
+        while state.step < cfg.max_steps:
+            stop_now = _one_step(engine, batches, cfg, state, window, stop, trace)
+            bar.update(1)
+            if state.step % cfg.log_every == 0 or state.step == cfg.max_steps or stop_now:
+                logger.log(state.step, _row(engine, batches, state, window, hooks))
+                window = _Window()
+            if hooks.evaluate and cfg.eval_every and state.step % cfg.eval_every == 0 and not stop_now:
+                logger.log(state.step, hooks.evaluate(state.step))
+            if stop_now:
+                save(engine, save_dir, state, client_state, batches, cfg.keep_checkpoints)
+                return TrainResult(state, _signal_name(stop.received))
+            if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < cfg.max_steps:
+                save(engine, save_dir, state, client_state, batches, cfg.keep_checkpoints)
+        save(engine, save_dir, state, client_state, batches, cfg.keep_checkpoints)
+        return TrainResult(state)
+    finally:
+        bar.close()
+        stop.close()
+        if trace is not None:
+            trace.close()
 
 
-def _data_stats(batches: Iterator[VideoTextBatch]) -> dict[str, float]:
-    """Skip counts by reason (`data/...`) when the loader keeps them (this rank's view)."""
+def _one_step(engine: Engine, batches: Iterator[VideoTextBatch], cfg: TrainConfig, state: TrainState,
+              window: _Window, stop: StopSignal, trace) -> bool:
+    """Micro-batches until one optimiser step happened; returns whether all ranks agreed to stop."""
+    micro, stop_agreed = 0, False
+    while True:
+        fetch_start = time.perf_counter()
+        batch = next(batches)
+        window.waited += time.perf_counter() - fetch_start
+        out = engine.forward(batch)
+        if cfg.inject_nonfinite_step == state.step + 1 and micro == 0 and engine.rank == cfg.inject_nonfinite_rank:
+            out = _poisoned(out)  # a fault drill: the same path a real NaN takes
+        bad = nonfinite_terms(out)
+        any_bad, any_stop = agree_any([bool(bad), stop.received is not None], engine.world_size)
+        stop_agreed = stop_agreed or any_stop
+        _write_trace(trace, state.step + 1, micro, batch, out, any_bad)
+        micro += 1
+        if any_bad:
+            _report_nonfinite(engine, state, bad, batch)
+            continue
+        engine.backward(out.loss)
+        stepped = engine.step()
+        for name, value in {"loss": out.loss, **out.losses, **out.metrics}.items():
+            window.sums[name] += float(value.detach())
+        window.counted += 1
+        if stepped:
+            break
+    state.step += 1
+    state.samples += engine.micro_batch_size * engine.grad_accum * engine.world_size
+    window.steps += 1
+    return stop_agreed
+
+
+def _poisoned(out: TaskOutput) -> TaskOutput:
+    name = next(iter(out.losses), "loss")
+    losses = {**out.losses, name: out.losses.get(name, out.loss) * float("nan")}
+    return TaskOutput(out.loss * float("nan"), losses, out.metrics)
+
+
+def _report_nonfinite(engine: Engine, state: TrainState, bad: list[str], batch: VideoTextBatch) -> None:
+    """Every rank skipped this micro-batch; rank 0 says which rank, which terms and which samples."""
+    state.nonfinite_skipped += 1
+    reports = gather_objects({"rank": engine.rank, "terms": bad, "keys": batch.keys if bad else []},
+                             engine.world_size)
+    if engine.rank == 0:
+        culprits = "; ".join(f"rank {r['rank']}: {', '.join(r['terms'])} non-finite on samples {r['keys']}"
+                             for r in reports if r["terms"])
+        print(f"step {state.step + 1}: skipping a micro-batch on all ranks: {culprits}", flush=True)
+
+
+def _row(engine: Engine, batches: Iterator[VideoTextBatch], state: TrainState, window: _Window,
+         hooks: TrainHooks) -> dict[str, float]:
+    elapsed = time.perf_counter() - window.start
+    row = mean_over_ranks({f"train/{k}": v / max(1, window.counted) for k, v in window.sums.items()},
+                          engine.world_size)
+    row.update({f"train/lr_{k}": v for k, v in engine.learning_rates().items()})
+    for key, value in (("train/grad_norm", engine.grad_norm()), ("train/loss_scale", engine.loss_scale())):
+        if value is not None:
+            row[key] = value
+    row["train/overflow_steps"] = float(engine.overflow_steps())
+    row["train/nonfinite_skipped"] = float(state.nonfinite_skipped)
+    row["train/samples_seen"] = float(state.samples)
+    samples_per_s = window.counted * engine.micro_batch_size * engine.world_size / elapsed
+    row["perf/samples_per_s"] = samples_per_s
+    row["perf/step_time_s"] = elapsed / max(1, window.steps)
+    row["perf/data_wait_frac"] = window.waited / elapsed
+    if hooks.flops_per_sample:
+        achieved = hooks.flops_per_sample * samples_per_s / engine.world_size
+        row["perf/tflops_per_device"] = achieved / 1e12
+        if hooks.peak_flops:
+            row["perf/mfu"] = achieved / hooks.peak_flops
+    row.update(system_stats())
     stats = getattr(batches, "stats", None)
-    return stats() if callable(stats) else {}
+    if callable(stats):  # skip counts by reason (`data/...`), this rank's view
+        row.update(stats())
+    return row
 
 
-def save(engine: Engine, save_dir: Path, state: TrainState, client_state: dict[str, Any]) -> None:
-    engine.save(save_dir, f"step_{state.step:08d}", {**client_state, "train_state": asdict(state)})
+def save(engine: Engine, save_dir: Path, state: TrainState, client_state: dict[str, Any],
+         batches: Iterator[VideoTextBatch], keep: int) -> None:
+    """Collective. Engine states, then this rank's own state (data position, RNG), then — after every rank
+    finished — rank 0 marks the tag complete and prunes old ones."""
+    tag = tag_for(state.step)
+    engine.save(save_dir, tag, {**client_state, "train_state": asdict(state)})
+    data_state = batches.state_dict() if hasattr(batches, "state_dict") else None
+    write_rank_state(Path(save_dir) / tag, engine.rank,
+                     {"train_state": asdict(state), "data": data_state, "rng": rng.capture(engine.module),
+                      "world_size": engine.world_size})
+    if engine.world_size > 1:
+        torch.distributed.barrier()
+    if engine.rank == 0:
+        mark_complete(Path(save_dir) / tag, state.step, engine.world_size)
+        prune(Path(save_dir), keep)
+    if engine.world_size > 1:
+        torch.distributed.barrier()
+
+
+def _open_trace(trace_dir: Path | None, rank: int):
+    if trace_dir is None:
+        return None
+    Path(trace_dir).mkdir(parents=True, exist_ok=True)
+    return (Path(trace_dir) / f"rank_{rank:05d}.jsonl").open("a")
+
+
+def _write_trace(trace, step: int, micro: int, batch: VideoTextBatch, out: TaskOutput, skipped: bool) -> None:
+    if trace is None:
+        return
+    losses = {k: float(v.detach()) for k, v in out.losses.items()}
+    trace.write(json.dumps({"step": step, "micro": micro, "keys": batch.keys, "loss": float(out.loss.detach()),
+                            "losses": losses, "skipped": skipped}) + "\n")
+    trace.flush()
+
+
+def _signal_name(signum: int | None) -> str | None:
+    return signal.Signals(signum).name if signum is not None else "a signal on another rank"

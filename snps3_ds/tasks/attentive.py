@@ -26,6 +26,13 @@ class AttentiveMasking:
         self.steps = random.Random(f"attentive/{seed}/{rank}")
         self.generator = torch.Generator().manual_seed(random.Random(f"attentive-tokens/{seed}/{rank}").getrandbits(63))
 
+    def state_dict(self) -> dict:
+        return {"steps": self.steps.getstate(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps.setstate(state["steps"])
+        self.generator.set_state(state["generator"])
+
     def draw(self) -> bool:
         """Whether this step masks by attention."""
         return self.steps.random() < self.step_probability

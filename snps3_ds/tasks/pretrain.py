@@ -59,6 +59,14 @@ class PretrainTask(nn.Module):
         if self.attentive is not None:
             model.enable_attention_weights()
 
+    def rng_state(self) -> dict:
+        """The task's own generators (exact resume); torch's global one is the trainer's business."""
+        return {"attentive": self.attentive.state_dict()} if self.attentive is not None else {}
+
+    def load_rng_state(self, state: dict) -> None:
+        if self.attentive is not None and "attentive" in state:
+            self.attentive.load_state_dict(state["attentive"])
+
     def forward(self, batch: VideoTextBatch) -> TaskOutput:
         if batch.num_texts != batch.num_videos:
             raise ValueError(f"pre-training pairs one caption per video; got {batch.num_texts} captions "

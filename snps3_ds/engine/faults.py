@@ -1,0 +1,124 @@
+"""What keeps a many-rank run from hanging or silently diverging.
+
+- StopSignal: SIGTERM/SIGINT only set a flag; the trainer stops at the next optimiser step boundary,
+  after all ranks agreed (one tiny all_reduce per micro-step carries the flag), and saves first.
+- Non-finite losses: the same all_reduce says whether any rank's loss is NaN/Inf; then every rank skips
+  that micro-batch together, and rank 0 logs which term and which sample keys it was.
+- Preflight: before the first step all ranks compare config, model structure and library versions, and
+  report whether they have data, so a mismatch fails at once with the ranks named.
+- verify_replicas: after training, every rank's parameters must be equal (data parallelism's invariant).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import signal
+import socket
+from types import FrameType
+from typing import Any
+
+import torch
+from torch import nn
+
+from snps3_ds.tasks.base import TaskOutput
+
+
+class PreflightError(RuntimeError):
+    """Ranks disagree on something that must be the same everywhere, or one of them has no data."""
+
+
+class StopSignal:
+    """Turns SIGTERM/SIGINT into a flag (the first one); restores the previous handlers on close()."""
+
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
+        self.received: int | None = None
+        self._previous = {}
+        for sig in signals:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. some test runners): no handler, no flag
+                pass
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            print(f"received {signal.Signals(signum).name}: saving a checkpoint at the next step boundary", flush=True)
+        self.received = signum
+
+    def close(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+def agree_any(flags: list[bool], world_size: int) -> list[bool]:
+    """Per flag, whether it is set on any rank (one small all_reduce)."""
+    if world_size == 1:
+        return flags
+    tensor = torch.tensor([float(f) for f in flags], dtype=torch.float32)
+    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+    return [bool(v) for v in tensor.tolist()]
+
+
+def nonfinite_terms(out: TaskOutput) -> list[str]:
+    """Names of the non-finite loss terms (the total first when it alone is bad)."""
+    bad = [name for name, value in out.losses.items() if not torch.isfinite(value.detach()).all()]
+    if not bad and not torch.isfinite(out.loss.detach()).all():
+        bad = ["loss"]
+    return bad
+
+
+def gather_objects(value: Any, world_size: int) -> list[Any]:
+    if world_size == 1:
+        return [value]
+    gathered: list[Any] = [None] * world_size
+    torch.distributed.all_gather_object(gathered, value)
+    return gathered
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def model_structure(module: nn.Module) -> list[tuple[str, list[int], str]]:
+    return [(name, list(p.shape), str(p.dtype)) for name, p in module.named_parameters()]
+
+
+def library_versions() -> dict[str, str]:
+    import deepspeed  # noqa: F401 - only the version is read; absent in plain-torch runs
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "deepspeed": getattr(deepspeed, "__version__", "?"), "transformers": transformers.__version__}
+
+
+def preflight(config: dict[str, Any], module: nn.Module, data_error: str | None, rank: int, world_size: int,
+              versions: dict[str, str] | None = None) -> None:
+    """Raise PreflightError on every rank when any rank differs or has no data; silent when all agree."""
+    mine = {"rank": rank, "host": socket.gethostname(), "config": _digest(config),
+            "model": _digest(model_structure(module)), "versions": versions or {}, "data_error": data_error}
+    everyone = gather_objects(mine, world_size)
+    problems = [f"rank {r['rank']} ({r['host']}): no training data: {r['data_error']}"
+                for r in everyone if r["data_error"]]
+    for field, what in (("config", "recipe/ds_config"), ("model", "model structure"), ("versions", "library versions")):
+        if len({json.dumps(r[field], sort_keys=True) for r in everyone}) > 1:
+            detail = ", ".join(f"rank {r['rank']} ({r['host']}): {r[field]}" for r in everyone)
+            problems.append(f"ranks disagree on the {what}: {detail}")
+    if problems:
+        raise PreflightError("preflight failed; nothing was trained:\n  " + "\n  ".join(problems))
+
+
+def parameter_fingerprint(module: nn.Module) -> str:
+    """A hash of every parameter's bytes: equal on all ranks iff the replicas are identical."""
+    digest = hashlib.sha256()
+    for name, param in module.named_parameters():
+        digest.update(name.encode())
+        digest.update(param.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def verify_replicas(module: nn.Module, rank: int, world_size: int) -> tuple[bool, list[str]]:
+    """(identical, fingerprint per rank) after training."""
+    prints = gather_objects(parameter_fingerprint(module), world_size)
+    return len(set(prints)) == 1, prints

@@ -1,0 +1,33 @@
+"""Every random-number state a training process owns, captured and restored for exact resume.
+
+The data stream's randomness is counter-based (snps3_ds.data.stream), so what is left is the training
+process: torch's CPU/CUDA generators (dropout, VTM negatives), Python's and NumPy's global generators,
+and any generator a task keeps itself (it exposes `rng_state()` / `load_rng_state()`).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def capture(task: Any) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if hasattr(task, "rng_state"):
+        state["task"] = task.rng_state()
+    return state
+
+
+def restore(task: Any, state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "task" in state and hasattr(task, "load_rng_state"):
+        task.load_rng_state(state["task"])
