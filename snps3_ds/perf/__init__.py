@@ -1,0 +1,1 @@
+"""Performance accounting: FLOPs per training sample, GPU peak throughput and MFU (DESIGN §5 logging)."""
