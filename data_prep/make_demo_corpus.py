@@ -10,6 +10,15 @@ the stored `attributes` can later be turned into QA tasks.
 Output is deterministic for a seed: every clip draws from its own RNG derived
 from (seed, split, index), and samples are written in index order whatever the
 number of worker processes.
+
+Downstream tasks (retrieval, QA, multi-choice; data_prep/demo_tasks.py,
+`make_demo_tasks`) go to OUT/tasks/: `--tasks` builds the corpus and then the
+tasks; `--tasks-only` writes just the tasks for the corpus already in --out
+(about a second: facts and captions are read from the shard json members, no
+clip is rendered, the shards are not touched). `--seed` also seeds the task
+draws (question order is fixed; distractor captions and option order vary).
+
+    python data_prep/make_demo_corpus.py --out data/demo --tasks-only
 """
 
 from __future__ import annotations
@@ -112,10 +121,15 @@ class ShapeSpec:
 
 
 # --- scene sampling ------------------------------------------------------------
+def visible_colors(background: str) -> list[str]:
+    """Shape colours that stand out on `background`, in COLORS order."""
+    return [c for c in COLORS if c not in _LOW_CONTRAST.get(background, {background})]
+
+
 def sample_scene(rng: np.random.Generator) -> tuple[str, list[ShapeSpec], int, int]:
     """Draw background, frame size and 1-2 shapes (distinct colours that stand out on it)."""
     background = str(rng.choice(list(BACKGROUNDS)))
-    allowed = [c for c in COLORS if c not in _LOW_CONTRAST.get(background, {background})]
+    allowed = visible_colors(background)
     n_shapes = 2 if rng.random() < TWO_SHAPE_PROB else 1
     colors = rng.choice(allowed, size=n_shapes, replace=False)
     shapes = [
@@ -219,7 +233,9 @@ def _noun_phrase(rng: np.random.Generator, spec: ShapeSpec) -> str:
     return _with_article(" ".join(words))
 
 
-def _one_caption(rng: np.random.Generator, background: str, shapes: list[ShapeSpec]) -> str:
+def one_caption(rng: np.random.Generator, background: str, shapes: list[ShapeSpec]) -> str:
+    """One caption naming every shape. Its template and phrase choices depend only on the RNG state
+    and the number of shapes, so one seed phrases different scenes alike (demo MC options)."""
     bgp = str(rng.choice(BG_PHRASES)).format(bg=background)
     fields = {"bgp": bgp}
     for i, spec in enumerate(shapes, start=1):
@@ -235,7 +251,7 @@ def make_captions(rng: np.random.Generator, background: str, shapes: list[ShapeS
     """`n` different captions for one clip, each naming every shape's colour, shape and motion."""
     captions: list[str] = []
     for _ in range(200 * n):
-        caption = _one_caption(rng, background, shapes)
+        caption = one_caption(rng, background, shapes)
         if caption not in captions:
             captions.append(caption)
             if len(captions) == n:
@@ -403,7 +419,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--captions-per-clip", type=int, default=2)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--shard-size", type=int, default=500, help="clips per shard")
+    tasks = parser.add_mutually_exclusive_group()
+    tasks.add_argument("--tasks", action="store_true",
+                       help="after the corpus, write task annotations to OUT/tasks")
+    tasks.add_argument("--tasks-only", action="store_true",
+                       help="only write OUT/tasks for the corpus already in --out (no clips are made)")
     return parser.parse_args(argv)
+
+
+def _write_tasks(out: Path, seed: int) -> dict[str, Any]:
+    """Task annotations for the corpus in `out`; imported here because demo_tasks imports this module."""
+    from data_prep.demo_tasks import format_summary, make_demo_tasks
+
+    try:
+        summary = make_demo_tasks(out, seed=seed)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(format_summary(summary))
+    return summary
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -411,6 +444,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args_used = sys.argv[1:] if argv is None else argv
     command = " ".join(["python", "data_prep/make_demo_corpus.py", *args_used])
+    if args.tasks_only:
+        return {"tasks": _write_tasks(args.out, args.seed)}
     try:
         summary = make_demo_corpus(
             args.out, args.train, args.test, seed=args.seed, codec=args.codec,
@@ -421,6 +456,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     log.info("done in %.1f s: %s", summary["elapsed_s"],
              ", ".join(f"{k}={v['num_samples']} clips/{v['num_shards']} shards"
                        for k, v in summary["splits"].items()))
+    if args.tasks:
+        summary["tasks"] = _write_tasks(args.out, args.seed)
     return summary
 
 
