@@ -1,34 +1,118 @@
-"""Zero-shot / dual-encoder text-video retrieval over a held-out stream of VideoTextBatches."""
+"""Text-video retrieval evaluation: dual-encoder similarity for all pairs, optional fusion re-ranking of
+the top-k (or exhaustive fusion scoring of every pair), metrics both ways, and the worst-ranked queries.
+
+Distributed: each rank extracts features of its part of the stream, the features are gathered and sorted
+(features.py), every rank computes the same dual matrix, and the fusion passes are split across ranks
+(fusion.py). With world_size 1 nothing is communicated.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import torch
 
 from snps3_ds.data.batch import VideoTextBatch
-from snps3_ds.evaluation.metrics import text_video_metrics
+from snps3_ds.evaluation.features import EvalFeatures, collect_features
+from snps3_ds.evaluation.fusion import FusionScorer, fusion_matrix, rerank
+from snps3_ds.evaluation.metrics import metric_key, named, query_ranks, two_way_metrics
 from snps3_ds.models.snp import SNPModel
 from snps3_ds.objectives.contrastive import text_video_scores
 
+TextOf = Callable[[EvalFeatures, int], str]
+"""(features, text index) -> the text itself (for the worst-query table and the embedding export)."""
 
-@torch.no_grad()
+
+@dataclass
+class RetrievalOptions:
+    split: str = ""  # metric prefix (an annotation's split); "" for the pre-training evaluation
+    num_clips: int | None = None  # written into metric names when set
+    rerank_k: int = 0  # re-rank each query's top-k with the fusion scorer (0: off)
+    exhaustive: bool = False  # fusion-score all N x M pairs as the reference does
+    chunk: int = 256  # pairs per fusion forward
+    worst: int = 20  # worst-ranked text queries to report
+
+
+@dataclass
+class RetrievalResult:
+    metrics: dict[str, float]
+    worst: list[dict] = field(default_factory=list)  # text, video (truth), rank, top1 under the headline
+    # scores: re-ranked when rerank_k > 0, else exhaustive fusion when on, else dual
+    features: EvalFeatures | None = None
+
+
+def dual_scores(feats: EvalFeatures, temperature: float, block: int = 1024) -> torch.Tensor:
+    """Dual-encoder score of every text-video pair [N, B]: logsumexp over clips of cos / T, as in
+    training; computed in blocks of texts so the [N, B, T] logits never exist at once."""
+    rows = [text_video_scores(feats.text_features[i:i + block], feats.clip_features, feats.clip_mask, temperature)
+            for i in range(0, feats.num_texts, block)]
+    return torch.cat(rows)
+
+
+def score_retrieval(model: SNPModel, feats: EvalFeatures, temperature: float, options: RetrievalOptions,
+                    device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
+                    text_of: TextOf | None = None) -> RetrievalResult:
+    """Metrics of gathered features; every rank must call it (the fusion passes are collective)."""
+    truth = feats.truth()
+    dual = dual_scores(feats, temperature)
+    metrics = named(two_way_metrics(dual, dual.T, truth), options.split, options.num_clips)
+    headline, variant = dual, "dual"
+    scorer = None
+    if options.rerank_k > 0 or options.exhaustive:
+        scorer = FusionScorer(model, feats, device, rank, world_size, options.chunk)
+    if options.exhaustive:
+        fusion = fusion_matrix(feats.num_texts, feats.num_videos, scorer)
+        metrics.update(named(two_way_metrics(fusion, fusion.T, truth), options.split, options.num_clips, "fusion"))
+        headline, variant = fusion, "fusion"
+        scorer = lambda texts, videos: fusion[texts, videos]  # noqa: E731 (re-ranking reads the full matrix)
+    if options.rerank_k > 0:
+        reranked = rerank(dual, options.rerank_k, scorer)
+        metrics.update(named(two_way_metrics(reranked.t2v, reranked.v2t, truth), options.split, options.num_clips,
+                             "rerank"))
+        metrics[metric_key(options.split, "rerank/k")] = float(options.rerank_k)
+        headline, variant = reranked.t2v, "rerank"
+    metrics[metric_key(options.split, "num_videos")] = float(feats.num_videos)
+    metrics[metric_key(options.split, "num_texts")] = float(feats.num_texts)
+    worst = worst_queries(headline, feats, options.worst, text_of, variant)
+    return RetrievalResult(metrics, worst, feats)
+
+
+def worst_queries(scores: torch.Tensor, feats: EvalFeatures, count: int, text_of: TextOf | None = None,
+                  similarity: str = "dual") -> list[dict]:
+    """The `count` text queries whose ground-truth video ranks lowest (ties: earlier query first)."""
+    if count <= 0:
+        return []
+    ranks = query_ranks(scores, feats.truth())
+    order = sorted(range(len(ranks)), key=lambda i: (-int(ranks[i]), i))[:count]
+    top1 = scores.argmax(dim=1)
+    rows = []
+    for i in order:
+        video = feats.keys[int(feats.text_video[i])]
+        text = text_of(feats, i) if text_of is not None else f"{video}#{int(feats.text_order[i])}"
+        rows.append({"similarity": similarity, "text": text, "video": video, "rank": int(ranks[i]),
+                     "top1": feats.keys[int(top1[i])]})
+    return rows
+
+
+def run_retrieval(model: SNPModel, batches: Iterable[VideoTextBatch], temperature: float,
+                  options: RetrievalOptions | None = None, device: torch.device | str = "cpu", rank: int = 0,
+                  world_size: int = 1, frames_dtype: torch.dtype | None = None,
+                  text_of: TextOf | None = None) -> RetrievalResult:
+    """Extract (this rank's part), gather, score. Call on every rank; every rank gets the same result."""
+    options = options or RetrievalOptions()
+    keep_tokens = options.rerank_k > 0 or options.exhaustive
+    feats = collect_features(model, batches, device, world_size, frames_dtype, keep_tokens)
+    return score_retrieval(model, feats, temperature, options, device, rank, world_size, text_of)
+
+
 def evaluate_retrieval(model: SNPModel, batches: Iterable[VideoTextBatch], temperature: float,
-                       device: torch.device | str = "cpu") -> dict[str, float]:
-    """Text->video and video->text R@1/5/10, MdR, MnR with every caption a query (a hit: its video)."""
-    model.eval()
-    texts, clips, masks, owners = [], [], [], []
-    videos = 0
-    for batch in batches:
-        batch = batch.to(device)
-        video = model.encode_video(batch.frames, batch.clip_mask)
-        texts.append(model.encode_text(batch.text_ids, batch.text_mask).global_feature.cpu())
-        clips.append(video.clip_features.cpu())
-        masks.append(batch.clip_mask.cpu())
-        owners.append(batch.text_video_index.cpu() + videos)
-        videos += batch.num_videos
-    if not videos:
-        raise ValueError("the evaluation stream yielded no samples")
-    scores = text_video_scores(torch.cat(texts), torch.cat(clips), torch.cat(masks), temperature)
-    metrics = text_video_metrics(scores, torch.cat(owners))
-    return {**metrics, "num_videos": float(videos), "num_texts": float(scores.shape[0])}
+                       device: torch.device | str = "cpu", options: RetrievalOptions | None = None,
+                       rank: int = 0, world_size: int = 1,
+                       frames_dtype: torch.dtype | None = None) -> dict[str, float]:
+    """Text->video and video->text R@1/5/10, MdR, MnR with every caption a query (a hit: its video).
+
+    With default options the keys are the pre-training evaluation's plain `t2v/R@1`, ..., `num_videos`,
+    `num_texts`.
+    """
+    return run_retrieval(model, batches, temperature, options, device, rank, world_size, frames_dtype).metrics

@@ -1,0 +1,75 @@
+"""Multi-choice QA evaluation: the best of each question's options under the fusion scorer (the paper's
+zero-shot protocol from a retrieval model) and, as a second reading, under the dual encoder.
+
+The eval loader carries each question's options as consecutive texts of its video with labels 1/0
+(snps3_ds.downstream.texts). Each rank scores its part; per-question records are gathered and sorted by
+(video key, question order), so 1 and N ranks report the same figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+from snps3_ds.data.batch import VideoTextBatch
+from snps3_ds.evaluation.features import eval_mode, text_order
+from snps3_ds.evaluation.gather import gather_objects
+from snps3_ds.evaluation.metrics import choice_accuracy, metric_key
+from snps3_ds.models.snp import SNPModel
+from snps3_ds.tasks.mcqa import choice_correct, option_scores
+
+OPTIONS = 5
+
+
+@dataclass
+class MCResult:
+    metrics: dict[str, float]
+    records: list[dict]  # per question: video, question, right (fusion), right_dual, choice (fusion argmax)
+
+
+def score_questions(model: SNPModel, batches: Iterable[VideoTextBatch], temperature: float,
+                    device: torch.device | str = "cpu", frames_dtype: torch.dtype | None = None,
+                    options: int = OPTIONS) -> list[dict]:
+    """This rank's questions, one record each."""
+    records = []
+    with eval_mode(model):
+        for batch in batches:
+            if batch.text_labels is None:
+                raise ValueError("multi-choice evaluation needs batch.text_labels (1/0 per option): build the "
+                                 "eval loader with texts=task_texts(<mcqa annotation>, train=False)")
+            batch = batch.to(device, frames_dtype=frames_dtype)
+            scores = option_scores(model, batch, temperature)
+            labels = batch.text_labels.cpu()
+            fusion, dual = scores.fusion.cpu(), scores.dual.cpu()
+            right = choice_correct(fusion, labels, options).tolist()
+            right_dual = choice_correct(dual, labels, options).tolist()
+            choice = fusion.view(-1, options).argmax(dim=1).tolist()
+            owners = batch.text_video_index.cpu()
+            orders = text_order(owners)
+            for q in range(len(right)):  # the first option of question q is text q * options
+                first = q * options
+                records.append({"video": batch.keys[int(owners[first])], "question": int(orders[first]) // options,
+                                "right": right[q], "right_dual": right_dual[q], "choice": choice[q]})
+    return records
+
+
+def evaluate_mcqa(model: SNPModel, batches: Iterable[VideoTextBatch], temperature: float, split: str,
+                  num_clips: int | None, device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
+                  frames_dtype: torch.dtype | None = None) -> MCResult:
+    """`<split>/mc/acc@<clips>clips` (fusion), `<split>/mc/acc_dual@<clips>clips` and the question count.
+    Call on every rank; every rank gets the same result."""
+    del rank  # each rank's share is the stream's; kept for a uniform signature with the other evaluations
+    local = score_questions(model, batches, temperature, device, frames_dtype)
+    records = sorted((r for part in gather_objects(local, world_size) for r in part),
+                     key=lambda r: (r["video"], r["question"]))
+    if not records:
+        raise ValueError(f"multi-choice split {split!r}: the evaluation stream yielded no question (do the "
+                         "annotation's video keys match the shards' __key__s?)")
+    metrics = {
+        metric_key(split, "mc/acc", num_clips): choice_accuracy(torch.tensor([r["right"] for r in records])),
+        metric_key(split, "mc/acc_dual", num_clips): choice_accuracy(torch.tensor([r["right_dual"] for r in records])),
+        metric_key(split, "mc/num_questions"): float(len(records)),
+    }
+    return MCResult(metrics, records)

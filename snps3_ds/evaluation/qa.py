@@ -1,0 +1,66 @@
+"""Open-ended video QA evaluation: accuracy over every question of the split, per question type optionally.
+
+Each rank classifies the questions of its part of the stream; the per-question records are gathered and
+sorted by (video key, question order), so 1 and N ranks report the same figures. Labels of -1 (answers
+outside the training vocabulary) count as wrong (metrics.qa_accuracy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+
+from snps3_ds.data.batch import VideoTextBatch
+from snps3_ds.evaluation.features import eval_mode, text_order
+from snps3_ds.evaluation.gather import gather_objects
+from snps3_ds.evaluation.metrics import metric_key, named, qa_accuracy
+from snps3_ds.tasks.qa import QATask
+
+QuestionType = Callable[[str, int], str]
+"""(video key, question order within the video) -> question type, e.g. its first words."""
+
+
+@dataclass
+class QAResult:
+    metrics: dict[str, float]
+    records: list[dict]  # per question: video, order, label, prediction (sorted by video, order)
+
+
+def predict_questions(task: QATask, batches: Iterable[VideoTextBatch], device: torch.device | str = "cpu",
+                      frames_dtype: torch.dtype | None = None) -> list[dict]:
+    """This rank's predictions, one record per question."""
+    records = []
+    with eval_mode(task):
+        for batch in batches:
+            if batch.text_labels is None:
+                raise ValueError("QA evaluation needs batch.text_labels: build the eval loader with "
+                                 "texts=task_texts(<qa annotation>, train=False)")
+            batch = batch.to(device, frames_dtype=frames_dtype)
+            predictions = task.logits(batch).argmax(dim=-1).cpu().tolist()
+            owners, labels = batch.text_video_index.cpu(), batch.text_labels.cpu().tolist()
+            for i, (owner, order) in enumerate(zip(owners.tolist(), text_order(owners).tolist())):
+                records.append({"video": batch.keys[owner], "order": order, "label": labels[i],
+                                "prediction": predictions[i]})
+    return records
+
+
+def evaluate_qa(task: QATask, batches: Iterable[VideoTextBatch], split: str, num_clips: int | None,
+                device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
+                question_type: QuestionType | None = None, frames_dtype: torch.dtype | None = None) -> QAResult:
+    """`<split>/qa/acc@<clips>clips` (+ `acc_<type>` per question type) and the question count.
+    Call on every rank (the records are gathered); every rank gets the same result."""
+    del rank  # each rank's share is the stream's; kept for a uniform signature with the other evaluations
+    local = predict_questions(task, batches, device, frames_dtype)
+    records = sorted((r for part in gather_objects(local, world_size) for r in part),
+                     key=lambda r: (r["video"], r["order"]))
+    if not records:
+        raise ValueError(f"QA split {split!r}: the evaluation stream yielded no question (do the annotation's "
+                         "video keys match the shards' __key__s?)")
+    types = [question_type(r["video"], r["order"]) for r in records] if question_type else None
+    accuracy = qa_accuracy(torch.tensor([r["prediction"] for r in records]),
+                           torch.tensor([r["label"] for r in records]), types)
+    metrics = named(accuracy, split, num_clips, "qa")
+    metrics[metric_key(split, "qa/num_questions")] = float(len(records))
+    return QAResult(metrics, records)
