@@ -26,10 +26,14 @@ class RunLogger:
         self._jsonl = (self.run_dir / "metrics.jsonl").open("a")
         mode = cfg.wandb_mode or os.environ.get("WANDB_MODE", "disabled")
         if mode != "disabled":
+            if mode == "offline":  # clusters without internet: no error reports either
+                os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
             import wandb
 
+            # One W&B run per run folder: a resumed training continues the same run and its charts.
             self._wandb = wandb.init(project=cfg.project, name=cfg.run_name or self.run_dir.name, tags=cfg.tags,
-                                     config=config, dir=str(self.run_dir), mode=mode)
+                                     config=config, dir=str(self.run_dir), mode=mode, id=self._run_id(),
+                                     resume="allow")
 
     def log(self, step: int, row: dict[str, float], echo: bool = True) -> None:
         if not self.enabled:
@@ -42,11 +46,30 @@ class RunLogger:
             shown = {k: v for k, v in row.items() if not any(part in k for part in _CONSOLE_SKIPS)}
             print(f"step {step}: " + "  ".join(f"{k} {_short(v)}" for k, v in shown.items()), flush=True)
 
-    def close(self) -> None:
+    def _run_id(self) -> str:
+        path = self.run_dir / "wandb_run_id"
+        if not path.is_file():
+            import uuid
+
+            path.write_text(uuid.uuid4().hex[:12])
+        return path.read_text().strip()
+
+    def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
+        """A W&B table (e.g. the worst-ranked queries); a JSON file beside metrics.jsonl either way."""
+        if not self.enabled:
+            return
+        (self.run_dir / f"{key.replace('/', '_')}.json").write_text(json.dumps({"columns": columns, "rows": rows}))
+        if self._wandb is not None:
+            import wandb
+
+            self._wandb.log({key: wandb.Table(columns=columns, data=rows)})
+
+    def close(self, exit_code: int = 0) -> None:
+        """exit_code != 0 marks the W&B run failed (a crash or a stop signal)."""
         if self.enabled:
             self._jsonl.close()
             if self._wandb is not None:
-                self._wandb.finish()
+                self._wandb.finish(exit_code=exit_code)
 
 
 _CONSOLE_SKIPS = ("_no_decay", "R@5", "R@10", "MdR", "data/skipped_")

@@ -204,9 +204,7 @@ def build_train_loader(data: DataConfig, masking: MaskingConfig, tokenizer: PreT
     sets = training_sets(data)
     collate = Collator(tokenizer, data.max_text_len, data.num_clips, masking, True, _WorkerRandom(seed, rank, 2))
     monitor = SkipMonitor(data.max_skip_rate, data.skip_rate_warmup, "training data")
-    if _use_dali(data.decoder):
-        if texts is not None:
-            raise ValueError("data.decoder=dali does not take downstream-task annotations yet; use auto/decord/pyav")
+    if _use_dali(data.decoder, texts):
         from snps3_ds.data.dali_loader import dali_train_batches
 
         return MonitoredBatches(dali_train_batches(data, sets, collate, micro_batch_size, rank, seed), monitor)
@@ -248,9 +246,7 @@ def build_eval_loader(data: DataConfig, tokenizer: PreTrainedTokenizerBase, batc
     urls = resolve_shards(data.eval_shards)
     collate = Collator(tokenizer, data.max_text_len, num_clips, None, False, _WorkerRandom(0, 0, 2))
     monitor = SkipMonitor(data.max_skip_rate, data.skip_rate_warmup, "evaluation data")
-    if _use_dali(data.decoder):
-        if texts is not None:
-            raise ValueError("data.decoder=dali does not take downstream-task annotations yet; use auto/decord/pyav")
+    if _use_dali(data.decoder, texts):
         from snps3_ds.data.dali_loader import DaliEvalBatches
 
         return MonitoredBatches(DaliEvalBatches(data, urls, collate, batch_size, num_clips), monitor)
@@ -263,10 +259,17 @@ def build_eval_loader(data: DataConfig, tokenizer: PreTrainedTokenizerBase, batc
     return MonitoredBatches(DataLoader(pipeline, batch_size=None, num_workers=data.num_workers), monitor)
 
 
-def _use_dali(decoder: str) -> bool:
-    """DALI for `dali`, and for `auto` when a GPU and DALI are both there (DESIGN §3.2)."""
+def _use_dali(decoder: str, texts: TaskTexts | None = None) -> bool:
+    """DALI for `dali`, and for `auto` when a GPU and DALI are both there (DESIGN §3.2).
+
+    The DALI readers do not join downstream-task annotations (yet): `auto` then decodes on the CPU,
+    and an explicit `dali` is an error."""
     if decoder == "dali":
+        if texts is not None:
+            raise ValueError("data.decoder=dali does not take downstream-task annotations; use auto, decord or pyav")
         return True
+    if texts is not None:
+        return False
     if decoder != "auto" or not torch.cuda.is_available():
         return False
     from snps3_ds.data.dali import dali_available

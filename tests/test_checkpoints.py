@@ -1,0 +1,81 @@
+"""Checkpoint bookkeeping: only complete tags are resumed, the last K are kept, preflight names the odd rank."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+from snps3_ds.config import ConfigError
+from snps3_ds.engine.faults import PreflightError, preflight
+from snps3_ds.engine.run_checkpoints import complete_tags, mark_complete, prune, resolve_resume, tag_for
+
+
+def _tags(root: Path, steps: list[int], complete: list[int]) -> None:
+    for step in steps:
+        (root / tag_for(step)).mkdir(parents=True)
+        if step in complete:
+            mark_complete(root / tag_for(step), step, 2)
+
+
+def test_checkpoints_resume_auto_takes_the_newest_complete(tmp_path: Path) -> None:
+    _tags(tmp_path, [10, 20, 30], complete=[10, 20])  # 30 was cut off while saving
+    assert resolve_resume(tmp_path, "auto") == tag_for(20)
+    assert resolve_resume(tmp_path, None) is None
+    assert resolve_resume(tmp_path / "empty", "auto") is None
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+        resolve_resume(tmp_path, tag_for(30))
+
+
+def test_checkpoints_prune_keeps_the_last_k_complete(tmp_path: Path) -> None:
+    _tags(tmp_path, [10, 15, 20, 30, 40], complete=[10, 20, 30, 40])
+    removed = prune(tmp_path, keep=2)
+    assert sorted(removed) == [tag_for(10), tag_for(15), tag_for(20)]
+    assert [t for _, t in complete_tags(tmp_path)] == [tag_for(30), tag_for(40)]
+
+
+def _preflight_rank(rank: int, port: int, odd: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    width = 5 if odd == "model" and rank == 1 else 4
+    config = {"lr": 2e-4 if odd == "config" and rank == 1 else 1e-4}
+    error = "ShardSpecError: no shards" if odd == "data" and rank == 1 else None
+    try:
+        preflight(config, nn.Linear(width, 2), error, rank, 2)
+    except PreflightError as err:
+        Path(os.environ["PREFLIGHT_OUT"], f"rank{rank}.txt").write_text(str(err))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("odd, named", [("config", "recipe/ds_config"), ("model", "model structure"),
+                                        ("data", "rank 1 .*no training data: ShardSpecError")])
+def test_checkpoints_preflight_fails_on_every_rank_naming_the_odd_one(tmp_path: Path, odd: str, named: str) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ["PREFLIGHT_OUT"] = str(tmp_path)
+    mp.spawn(_preflight_rank, args=(port, odd), nprocs=2)
+    messages = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
+    assert messages[0] == messages[1]
+    import re
+
+    assert re.search(named, messages[0]), messages[0]
+
+
+def test_checkpoints_fp16_on_cpu_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: fp16 is allowed")
+    from snps3_ds.engine.ds_config import load_ds_config
+    from snps3_ds.engine.torch_engine import TorchEngine
+    from snps3_ds.config import OptimConfig
+
+    settings = load_ds_config(Path(__file__).resolve().parents[1] / "ds_configs" / "zero2_fp16.json")
+    with pytest.raises(ConfigError, match="zero2_fp16.json: fp16 needs a GPU"):
+        TorchEngine(nn.Linear(2, 2), settings, OptimConfig(), 1, set())
