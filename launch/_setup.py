@@ -28,9 +28,26 @@ def load_run_config(args: argparse.Namespace) -> RunConfig:
 
 
 def ensure_demo_data(cfg: RunConfig) -> None:
-    """The demo recipe's corpus and significant-word table, built when missing (rank 0 only)."""
+    """The demo recipe's corpus, significant-word table and task files, built when missing (rank 0 only)."""
     ensure_demo_corpus(cfg.data)
     ensure_demo_significance(cfg.data, cfg.masking)
+    ensure_demo_tasks(cfg)
+
+
+def ensure_demo_tasks(cfg: RunConfig) -> None:
+    """Write the demo corpus's task annotations when a demo recipe names missing ones in <corpus>/tasks/."""
+    wanted = [p for p in [cfg.task.train_annotation, *cfg.task.eval_annotations] if p]
+    if not (cfg.data.make_demo_if_missing and wanted) or all(Path(p).is_file() for p in wanted):
+        return
+    folders = {Path(p).parent for p in wanted}
+    if len(folders) != 1 or next(iter(folders)).name != "tasks":
+        raise ValueError(f"data.make_demo_if_missing: demo task files must sit in one <corpus>/tasks folder, "
+                         f"got {sorted(map(str, folders))}")
+    from data_prep.demo_tasks import make_demo_tasks
+
+    corpus = next(iter(folders)).parent
+    print(f"writing the demo task annotations in {corpus / 'tasks'} ...", flush=True)
+    make_demo_tasks(corpus)
 
 
 def ensure_demo_significance(data: DataConfig, masking: MaskingConfig) -> None:

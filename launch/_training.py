@@ -25,7 +25,7 @@ from snps3_ds.engine import rng
 from snps3_ds.engine.base import share_cpu_threads
 from snps3_ds.engine.ds_config import EngineSettings, check_against_recipe, load_ds_config
 from snps3_ds.engine.faults import preflight, verify_replicas
-from snps3_ds.engine.run_checkpoints import rank_file, read_complete, resolve_resume
+from snps3_ds.engine.run_checkpoints import newest_complete, rank_file, read_complete, resolve_resume
 from snps3_ds.engine.trainer import TrainHooks, TrainResult, TrainState, train
 from snps3_ds.logging import RunLogger
 from snps3_ds.models.factory import build_model, build_tokenizer
@@ -79,6 +79,9 @@ def make_engine(kind: str, task: nn.Module, model: SNPModel, settings: EngineSet
 def _resume_state(engine, checkpoints: Path, resume: str | None, procs: Processes) -> dict[str, Any] | None:
     """Load the engine states of the chosen checkpoint; return this rank's client state (or None: fresh)."""
     tag = resolve_resume(checkpoints, resume)
+    if not resume and newest_complete(checkpoints):
+        raise ConfigError(f"{checkpoints} already holds checkpoints (newest {newest_complete(checkpoints)}): pass "
+                          f"--resume auto to continue that run, or choose another train.run_dir")
     if tag is None:
         if resume and procs.rank == 0:
             print(f"--resume {resume}: no complete checkpoint in {checkpoints}; starting fresh", flush=True)
@@ -96,9 +99,13 @@ def _resume_state(engine, checkpoints: Path, resume: str | None, procs: Processe
     return state
 
 
+Validation = Callable[[Any, Any, Processes], Callable[[int], "dict[str, float]"]]
+"""(engine, tokenizer, processes) -> a collective evaluate(step) returning `val/...` metrics."""
+
+
 def run_training(args: argparse.Namespace, cfg: RunConfig, build_task: TaskBuilder,
                  init: Callable[[SNPModel], None] | None = None, texts: TaskTexts | None = None,
-                 hooks: Callable[[nn.Module, Any, Processes], TrainHooks] | None = None) -> TrainResult:
+                 validation: Validation | None = None) -> TrainResult:
     settings = load_ds_config(args.ds_config)
     procs = start_processes(args.engine)
     share_cpu_threads(procs.local_world)
@@ -114,6 +121,7 @@ def run_training(args: argparse.Namespace, cfg: RunConfig, build_task: TaskBuild
     if init is not None:
         init(model)
     task = build_task(model, tokenizer, procs.rank, procs.world)
+    flops = _flops(task, model, cfg, settings.micro_batch_size)  # before the engine wraps (and casts) the model
     engine = make_engine(args.engine, task, model, settings, cfg)
     run_dir = Path(cfg.train.run_dir)
     resumed = _resume_state(engine, run_dir / "checkpoints", args.resume, procs)
@@ -136,15 +144,44 @@ def run_training(args: argparse.Namespace, cfg: RunConfig, build_task: TaskBuild
               f"{engine.grad_accum} x world {procs.world} = global batch {settings.global_batch_size(procs.world)}, "
               f"{settings.precision}, ZeRO stage {settings.zero_stage}"
               f"{' + optimizer offload' if settings.offload_optimizer else ''}, engine {args.engine}", flush=True)
+    evaluate = validation(engine, tokenizer, procs) if validation else None
+    hooks = TrainHooks(evaluate=evaluate, trace_dir=run_dir / "trace" if cfg.train.trace_samples else None)
+    hooks.flops_per_sample, hooks.peak_flops = flops
     start_time = time.perf_counter()
     start = TrainState(**resumed["train_state"]) if resumed else None
     result = train(engine, batches, cfg.train, logger, run_dir / "checkpoints", run_config,
-                   TrainState(**resumed["train_state"]) if resumed else None,
-                   hooks(task, tokenizer, procs) if hooks else TrainHooks(
-                       trace_dir=run_dir / "trace" if cfg.train.trace_samples else None))
+                   TrainState(**resumed["train_state"]) if resumed else None, hooks)
     _report(result, engine, procs, run_dir, time.perf_counter() - start_time, start)
-    logger.close()
+    if evaluate is not None and result.stopped_by is None:
+        _final_evaluation(evaluate, result.state.step, logger, run_dir, procs.rank)
+    logger.close(exit_code(result))
     return result
+
+
+def _flops(task: nn.Module, model: SNPModel, cfg: RunConfig, micro: int) -> tuple[float | None, float | None]:
+    """Training FLOPs per sample (pre-training-style tasks) and the device's peak, for perf/mfu."""
+    from snps3_ds.perf.flops import peak_flops, training_flops_per_sample
+    from snps3_ds.tasks.pretrain import PretrainTask
+
+    if not isinstance(task, PretrainTask):
+        return None, None
+    per_sample = training_flops_per_sample(model, cfg.model, cfg.objectives, cfg.data.num_clips, cfg.data.image_size,
+                                           cfg.data.max_text_len, micro_batch_size=micro,
+                                           mlm_probability=cfg.masking.probability)
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else "cpu"
+    return per_sample, peak_flops(device)
+
+
+def _final_evaluation(evaluate: Callable[[int], dict[str, float]], step: int, logger: RunLogger, run_dir: Path,
+                      rank: int) -> None:
+    metrics = evaluate(step)
+    logger.log(step, metrics, echo=False)
+    if rank == 0:
+        import json
+
+        (run_dir / "eval_final.json").write_text(json.dumps(metrics, indent=2))
+        width = max(map(len, metrics), default=0)
+        print("final evaluation:\n" + "\n".join(f"  {k:<{width}}  {v:8.2f}" for k, v in metrics.items()), flush=True)
 
 
 def _report(result: TrainResult, engine, procs: Processes, run_dir: Path, seconds: float,

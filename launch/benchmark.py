@@ -13,6 +13,15 @@ tokenise, mask, collate) and of two baselines on the same cores and the same sam
   reference:  the reference implementation's approach, one media file per sample read from a folder by a
               map-style Dataset (decord from the path), with the same transforms and collation.
 and prints the ratios loader/limit, loader/limit_seek and loader/reference.
+
+    python launch/benchmark.py train [--config RECIPE] [--ds_config BASE] [--steps 10] [--warmup 2]
+        [--modes ddp,zero1,zero2,zero2_offload] [--world 2] [--micro N] [--data synthetic|loader]
+        [--out results.json] [a.b=value ...]
+
+`train` measures the training step (forward, backward, reduction, optimiser) of the recipe's model in
+`--world` fresh processes per mode: plain DDP, then DeepSpeed with the base ds_config turned into
+ZeRO-1 / ZeRO-2 / ZeRO-2 + CPU optimiser offload. It prints step time, global samples/s (and the
+ratio to DDP), peak memory per rank and optimiser-state MB per rank (snps3_ds/perf/train_benchmark.py).
 """
 
 from __future__ import annotations
@@ -169,6 +178,45 @@ def print_table(results: dict[str, Any], args: argparse.Namespace, samples: int)
     print("ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in results["ratios"].items()))
 
 
+def run_train(args: argparse.Namespace) -> dict[str, Any]:
+    """The `train` sub-command: options from the command line, the machinery in snps3_ds.perf."""
+    from snps3_ds.perf.train_benchmark import BenchOptions, run_benchmark
+
+    cfg = _setup.load_run_config(args)  # a bad recipe or override fails here, before any rank starts
+    if args.data == "loader":
+        _setup.ensure_demo_data(cfg)
+    micro = args.micro or cfg.train.micro_batch_size or json.loads(Path(args.ds_config).read_text()).get(
+        "train_micro_batch_size_per_gpu", 1)
+    work_dir = Path(args.work_dir or tempfile.mkdtemp(prefix="bench_train_")).resolve()
+    print(f"train benchmark: logs, ds_configs and per-rank figures in {work_dir}", flush=True)
+    results = run_benchmark(BenchOptions(
+        str(Path(args.config).resolve()), [*args.overrides, f"train.micro_batch_size={micro}"],
+        str(Path(args.ds_config).resolve()), [m.strip() for m in args.modes.split(",") if m.strip()],
+        args.world, args.steps, args.warmup, micro, args.data, work_dir, args.timeout))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    return results
+
+
+def add_train_parser(commands: Any) -> None:
+    train = commands.add_parser("train", help="training step: DDP vs DeepSpeed ZeRO-1/2/offload, per-rank memory")
+    train.add_argument("--config", default=str(_setup.DEFAULT_RECIPE), help="recipe YAML (default: the demo recipe)")
+    train.add_argument("--ds_config", default=str(_setup.DEFAULT_DS_CONFIG),
+                       help="base ds_config: precision, clipping, accumulation; each mode sets ZeRO stage/offload")
+    train.add_argument("--steps", type=int, default=10, help="timed optimiser steps per mode")
+    train.add_argument("--warmup", type=int, default=2, help="untimed optimiser steps first")
+    train.add_argument("--modes", default="ddp,zero1,zero2,zero2_offload",
+                       help="comma-separated: ddp, zero0..zero3, zeroN_offload")
+    train.add_argument("--world", type=int, default=2, help="ranks per mode")
+    train.add_argument("--micro", type=int, help="micro-batch per rank (default: the recipe's, else the ds_config's)")
+    train.add_argument("--data", choices=["synthetic", "loader"], default="synthetic",
+                       help="synthetic batches with the recipe's shapes, or one real loader batch per rank")
+    train.add_argument("--timeout", type=float, default=900, help="seconds per mode before its ranks are stopped")
+    train.add_argument("--work-dir", help="folder for ds_configs, logs, per-rank JSON (default: a new temp folder)")
+    train.add_argument("--out", help="write the results as JSON here")
+    train.add_argument("overrides", nargs="*", help="dotted recipe overrides, e.g. model.visual_backbone=resnet18")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -183,11 +231,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--warmup", type=int, default=3, help="untimed batches first")
     data.add_argument("--source-dir", help="folder for the per-file baseline (default: a temp copy of the media)")
     data.add_argument("--json", help="also write the figures here")
+    add_train_parser(commands)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.command == "train":
+        return run_train(args)
     results = run_data(args)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

@@ -5,12 +5,17 @@
     python launch/evaluate.py ... --baseline before.json                   # print both side by side
     python launch/evaluate.py --config RECIPE --annotation msrvtt_1ka.json --checkpoint CKPT --rerank 16
     python launch/evaluate.py --config RECIPE --annotation msrvtt_qa_test.json --checkpoint QA_EXPORT_DIR
+    python launch/evaluate.py --config RECIPE --annotation msrvtt_qa_test.json --checkpoint CKPT --qa-fusion
     deepspeed --num_gpus 2 launch/evaluate.py --config RECIPE --annotation msrvtt_mc.json --checkpoint CKPT
 
 Without --annotation: text-video retrieval over the eval shards' own captions (the pre-training evaluation,
 plain metric names). With one: the annotation's task and texts, metrics named `<split>/...@<N>clips`. The
 videos always come from the recipe's data.eval_shards. --checkpoint takes a checkpoint folder, a tag folder,
 a .safetensors file or an export folder holding model.safetensors.
+
+Open-ended QA has two protocols: the fine-tuned classifier (a checkpoint with `head.*` weights, or no
+checkpoint: an untrained head) and zero-shot answer matching (snps3_ds.evaluation.qa_zero_shot), which runs
+when the checkpoint has no `head.*` weights (a pre-trained retrieval model) or with --qa-zero-shot.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from snps3_ds.evaluation.features import EvalFeatures
 from snps3_ds.evaluation.mcqa import evaluate_mcqa
 from snps3_ds.evaluation.metrics import metric_key
 from snps3_ds.evaluation.qa import QuestionType, evaluate_qa
+from snps3_ds.evaluation.qa_zero_shot import DEFAULT_TEMPLATE, TEMPLATES, evaluate_qa_zero_shot, resolve_template
 from snps3_ds.evaluation.report import log_table, start_wandb
 from snps3_ds.evaluation.retrieval import RetrievalOptions, run_retrieval
 from snps3_ds.evaluation.weights import load_weights, read_task_state
@@ -62,6 +68,14 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--qa-type-words", type=int, default=0, metavar="N",
                         help="QA: per-type accuracy with the question's first N words as its type (items with "
                              "a `type` key use that)")
+    parser.add_argument("--qa-zero-shot", action="store_true",
+                        help="QA: score every answer as a statement with the retrieval similarity instead of a "
+                             "classifier head (the default when the checkpoint has no `head.*` weights)")
+    parser.add_argument("--qa-template", metavar="NAME|FORMAT",
+                        help=f"zero-shot QA statement: {' or '.join(sorted(TEMPLATES))} or a format string with "
+                             f"{{answer}} (and {{question}}); default {DEFAULT_TEMPLATE!r}")
+    parser.add_argument("--qa-fusion", action="store_true",
+                        help="zero-shot QA: also pick answers with the fusion scorer (zs_fusion_acc)")
     parser.add_argument("--worst", type=int, default=20, help="worst-ranked queries kept for the W&B table / JSON")
     parser.add_argument("--local_rank", type=int, default=0, help="set by the deepspeed launcher")
     return parser.parse_args(argv)
@@ -90,7 +104,24 @@ def resolve_task(args, annotation: Annotation | None) -> str:
         raise ValueError(f"--task {task} needs --annotation (the questions and answers of the split)")
     if task != "retrieval" and (args.rerank or args.fusion_exhaustive or args.export_embeddings):
         raise ValueError("--rerank, --fusion-exhaustive and --export-embeddings apply to --task retrieval only")
+    if task != "qa" and (args.qa_zero_shot or args.qa_template or args.qa_fusion):
+        raise ValueError("--qa-zero-shot, --qa-template and --qa-fusion apply to --task qa only")
+    if args.qa_template:
+        resolve_template(args.qa_template)  # a bad template fails before any model is built
     return task
+
+
+def qa_protocol(args, task: str, state: dict[str, torch.Tensor] | None) -> str | None:
+    """QA: "classifier" (fine-tuned head) or "zero-shot" (answer matching); None for other tasks."""
+    if task != "qa":
+        return None
+    headless = state is not None and not any(k.startswith("head.") for k in state)
+    if args.qa_zero_shot or headless:
+        return "zero-shot"
+    if args.qa_template or args.qa_fusion:
+        raise ValueError(f"--qa-template / --qa-fusion apply to zero-shot QA, but {args.checkpoint or 'no checkpoint'} "
+                         "selects the classifier protocol: add --qa-zero-shot")
+    return "classifier"
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -107,11 +138,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     torch.manual_seed(cfg.train.seed)  # the untrained model is the one pre-training starts from
     tokenizer = build_tokenizer(cfg.model)
     model = build_model(cfg.model, tokenizer)
-    module = QATask(model, len(annotation.answers), args.qa_head) if task == "qa" else model
-    if args.checkpoint:
-        load_checkpoint(module, args.checkpoint)
-    elif task == "qa" and rank == 0:
-        print("no --checkpoint: the answer classifier is untrained (chance-level QA)", flush=True)
+    state = read_task_state(args.checkpoint) if args.checkpoint else None
+    protocol = qa_protocol(args, task, state)
+    module = QATask(model, len(annotation.answers), args.qa_head) if protocol == "classifier" else model
+    if state is not None:
+        load_state(module, state, args.checkpoint)
+    elif protocol == "classifier" and rank == 0:
+        print("no --checkpoint: the answer classifier is untrained (chance-level QA; --qa-zero-shot matches "
+              "answers with the retrieval similarity instead)", flush=True)
     module.to(device)
     clips = cfg.eval.num_clips or cfg.data.num_clips
     texts = task_texts(annotation, train=False) if annotation else None
@@ -121,8 +155,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         metrics, extra = evaluate_retrieval_task(args, model, loader, texts, tokenizer, split,
                                                  clips if annotation else None, device, rank, world)
     elif task == "qa":
-        result = evaluate_qa(module, loader, split, clips, device, rank, world, question_types(annotation, args))
-        metrics, extra = result.metrics, {"records": result.records}
+        metrics, extra = evaluate_qa_task(args, protocol, module, loader, annotation, texts, tokenizer, clips,
+                                          device, rank, world)
     else:
         result = evaluate_mcqa(model, loader, float(model.temperature()), split, clips, device, rank, world)
         metrics, extra = result.metrics, {"records": result.records}
@@ -135,7 +169,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 def load_checkpoint(module: torch.nn.Module, path: str) -> None:
     """`model.*` into the SNP model; for QA also `head.*` into the classifier (from a QA fine-tune)."""
-    state = read_task_state(path)
+    load_state(module, read_task_state(path), path)
+
+
+def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
+    """load_checkpoint with the task state already read (the QA protocol is chosen from its keys)."""
     if isinstance(module, QATask):
         load_weights(module.model, state, "model.", path)
         if not any(k.startswith("head.") for k in state):
@@ -144,6 +182,26 @@ def load_checkpoint(module: torch.nn.Module, path: str) -> None:
         load_weights(module.head, state, "head.", path)
     else:
         load_weights(module, state, "model.", path)
+
+
+def evaluate_qa_task(args, protocol: str, module, loader, annotation: Annotation, texts: TaskTexts, tokenizer,
+                     clips: int, device: torch.device, rank: int, world: int) -> tuple[dict[str, float], dict]:
+    """The classifier head's accuracy, or zero-shot answer matching; says on rank 0 which one ran."""
+    types = question_types(annotation, args)
+    if protocol == "classifier":
+        if rank == 0:
+            print(f"QA protocol: fine-tuned classifier head over {len(annotation.answers)} answers", flush=True)
+        result = evaluate_qa(module, loader, annotation.split, clips, device, rank, world, types)
+        return result.metrics, {"qa_protocol": protocol, "records": result.records}
+    template = resolve_template(args.qa_template or DEFAULT_TEMPLATE)
+    if rank == 0:
+        scorers = "dual encoder + fusion scorer" if args.qa_fusion else "dual encoder"
+        print(f"QA protocol: zero-shot answer matching ({len(annotation.answers)} answers as statements "
+              f"{template!r}, {scorers})", flush=True)
+    result = evaluate_qa_zero_shot(module, loader, annotation.answers, annotation.split, clips, device, rank, world,
+                                   template, args.qa_fusion, types, tokenizer=tokenizer,
+                                   question_of=lambda video, order: texts.texts_of(video)[order])
+    return result.metrics, {"qa_protocol": protocol, "qa_template": template, "records": result.records}
 
 
 def evaluate_retrieval_task(args, model, loader, texts: TaskTexts | None, tokenizer, split: str,

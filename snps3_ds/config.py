@@ -178,6 +178,9 @@ class OptimConfig:
     """Peak learning rate of the text/fusion BERT and the heads."""
     visual_lr: float = 1e-4
     """Peak learning rate of the visual backbone and its projections."""
+    head_lr: float | None = None
+    """Peak learning rate of a fine-tuning task's new head (task parameters named `head.*`, e.g. the QA
+    answer classifier); default: lr, as the reference."""
     weight_decay: float = 1e-3
     """AdamW weight decay; never applied to biases and LayerNorm weights."""
     betas: tuple[float, float] = (0.9, 0.98)
@@ -245,6 +248,24 @@ class LoggingConfig:
 
 
 @dataclass
+class TaskConfig:
+    kind: Literal["pretrain", "retrieval", "qa", "mcqa"] = "pretrain"
+    """What the run trains: pre-training, or a downstream task fine-tuned from a pre-trained model."""
+    train_annotation: str | None = None
+    """Downstream: the training split's annotation (data_prep/build_annotations.py); its videos are read
+    from data.train_shards by sample key."""
+    eval_annotations: list[str] = field(default_factory=list)
+    """Downstream: annotations evaluated during (train.eval_every) and after training; videos from
+    data.eval_shards. Multi-choice fine-tuning usually lists the retrieval and the multi-choice test files."""
+    rerank_k: int = 0
+    """Retrieval evaluation: re-rank each query's top-k by the fusion scorer (0: dual-encoder only)."""
+    fusion_exhaustive: bool = False
+    """Retrieval evaluation: also score all text-video pairs with the fusion scorer (the reference's protocol)."""
+    qa_head: Literal["linear", "mlp"] = "linear"
+    """Open-ended QA: the answer classifier on the fusion [CLS] (the reference: linear)."""
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -254,6 +275,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
 
 
 def load_config(recipe: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

@@ -10,19 +10,22 @@ from torch import nn
 from snps3_ds.config import OptimConfig
 
 
+HEAD_PREFIX = "head."  # a fine-tuning task's new head (snps3_ds.tasks.qa)
+
+
 def param_groups(module: nn.Module, cfg: OptimConfig, visual_names: set[str]) -> list[dict]:
-    """Four groups: {visual, rest} x {decay, no decay}; biases, norms and 1-d tensors get no decay."""
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    """{visual, text, head} x {decay, no decay}; biases, norms and 1-d tensors get no decay."""
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, param in module.named_parameters():
         if not param.requires_grad:
             continue
-        visual = name in visual_names
+        kind = "visual" if name in visual_names else "head" if name.startswith(HEAD_PREFIX) else "text"
         decay = param.ndim > 1 and "norm" not in name.lower()
-        groups.setdefault((visual, decay), []).append(param)
-    return [{"params": params, "lr": cfg.visual_lr if visual else cfg.lr,
-             "weight_decay": cfg.weight_decay if decay else 0.0,
-             "name": f"{'visual' if visual else 'text'}{'' if decay else '_no_decay'}"}
-            for (visual, decay), params in sorted(groups.items())]
+        groups.setdefault((kind, decay), []).append(param)
+    rates = {"visual": cfg.visual_lr, "text": cfg.lr, "head": cfg.head_lr if cfg.head_lr is not None else cfg.lr}
+    return [{"params": params, "lr": rates[kind], "weight_decay": cfg.weight_decay if decay else 0.0,
+             "name": f"{kind}{'' if decay else '_no_decay'}"}
+            for (kind, decay), params in sorted(groups.items())]
 
 
 def build_optimizer(module: nn.Module, cfg: OptimConfig, visual_names: set[str]) -> torch.optim.Optimizer:

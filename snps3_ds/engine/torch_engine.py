@@ -30,6 +30,7 @@ class TorchEngine:
         if settings.precision == "fp16" and self.device.type == "cpu":
             raise ConfigError(f"{settings.path}: fp16 needs a GPU; use bf16 or fp32 on the CPU")
         self.module = task.to(self.device)
+        self.frames_dtype = None  # autocast decides compute precision; inputs stay fp32
         self.settings = settings
         self.rank, self.world_size = 0, 1
         self.micro_batch_size, self.grad_accum = settings.micro_batch_size, settings.grad_accum

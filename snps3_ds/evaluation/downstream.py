@@ -1,0 +1,56 @@
+"""One annotation -> its protocol (retrieval, open-ended QA, multi-choice), for in-training validation and
+for the final evaluation of a fine-tuning run. Collective: call on every rank; every rank gets the metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from snps3_ds.data.batch import VideoTextBatch
+from snps3_ds.downstream.annotations import Annotation
+from snps3_ds.evaluation.mcqa import evaluate_mcqa
+from snps3_ds.evaluation.metrics import metric_key
+from snps3_ds.evaluation.qa import evaluate_qa
+from snps3_ds.evaluation.retrieval import RetrievalOptions, run_retrieval
+from snps3_ds.models.snp import SNPModel
+from snps3_ds.tasks.qa import QATask
+
+
+@dataclass
+class DownstreamResult:
+    metrics: dict[str, float]
+    worst: list[dict]  # retrieval: the worst-ranked text queries; QA/MC: the wrongly answered questions
+
+
+def question_type_of(annotation: Annotation):
+    """The items' own `type` (the demo's colour/direction/shape questions), else None."""
+    if not all("type" in item for item in annotation.items):
+        return None
+    by_video = annotation.by_video()
+    return lambda video, order: str(by_video[video][order]["type"])
+
+
+@torch.no_grad()
+def evaluate_annotation(task: nn.Module, model: SNPModel, annotation: Annotation,
+                        batches: Iterable[VideoTextBatch], num_clips: int, device: torch.device | str,
+                        rank: int, world_size: int, frames_dtype: torch.dtype | None = None, rerank_k: int = 0,
+                        exhaustive: bool = False) -> DownstreamResult:
+    temperature = float(model.temperature())
+    if annotation.task == "retrieval":
+        options = RetrievalOptions(annotation.split, num_clips, rerank_k, exhaustive)
+        result = run_retrieval(model, batches, temperature, options, device, rank, world_size, frames_dtype)
+        metrics = dict(result.metrics)
+        metrics[metric_key(annotation.split, "chance_R@1")] = 100.0 / metrics[metric_key(annotation.split, "num_videos")]
+        return DownstreamResult(metrics, result.worst)
+    if annotation.task == "qa":
+        if not isinstance(task, QATask):
+            raise ValueError(f"{annotation.source}: open-ended QA needs a QA task with its answer head")
+        qa = evaluate_qa(task, batches, annotation.split, num_clips, device, rank, world_size,
+                         question_type_of(annotation), frames_dtype)
+        return DownstreamResult(qa.metrics, [r for r in qa.records if r["prediction"] != r["label"]][:20])
+    mc = evaluate_mcqa(model, batches, temperature, annotation.split, num_clips, device, rank, world_size,
+                       frames_dtype)
+    return DownstreamResult(mc.metrics, [r for r in mc.records if not r["right"]][:20])

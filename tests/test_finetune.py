@@ -1,0 +1,93 @@
+"""Fine-tuning on the demo tasks (built from a tiny corpus): retrieval, open-ended QA and multi-choice through
+launch/finetune.py — the pre-training trainer, engines, checkpoints and logging with a task + recipe."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, TINY_RECIPE, tiny_overrides
+from launching import deepspeed_cmd, read_jsonl, run_ok
+from snps3_ds.config import ConfigError
+
+sys.path.insert(0, str(REPO / "launch"))
+import finetune  # noqa: E402
+import pretrain  # noqa: E402
+
+TINY_DS = str(REPO / "ds_configs" / "tiny_fp32.json")
+
+
+@pytest.fixture(scope="module")
+def pretrained(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-step tiny pre-training and the demo task files of the tiny corpus."""
+    from data_prep.demo_tasks import make_demo_tasks
+
+    if not (tiny_corpus / "tasks" / "qa_train.json").is_file():
+        make_demo_tasks(tiny_corpus)
+    run_dir = tmp_path_factory.mktemp("pretrained")
+    pretrain.main(["--engine", "torch", "--config", str(TINY_RECIPE), "--ds_config", TINY_DS,
+                   *tiny_overrides(tiny_corpus, run_dir)])
+    return run_dir / "checkpoints"
+
+
+def _task_args(corpus: Path, run_dir: Path, kind: str, train: str, evals: list[str], *extra: str) -> list[str]:
+    tasks = corpus / "tasks"
+    return ["--config", str(TINY_RECIPE), "--ds_config", TINY_DS, *tiny_overrides(corpus, run_dir),
+            f"task.kind={kind}", f"task.train_annotation={tasks / train}",
+            f"task.eval_annotations=[{','.join(str(tasks / e) for e in evals)}]", "masking.probability=0.0",
+            "objectives.mlm=0", "objectives.level2=1", *extra]
+
+
+def test_finetune_retrieval_evaluates_with_split_and_clip_names(tiny_corpus: Path, pretrained: Path,
+                                                                 tmp_path: Path) -> None:
+    run_dir = tmp_path / "ret"
+    finetune.main(["--engine", "torch", "--init", str(pretrained), *_task_args(
+        tiny_corpus, run_dir, "retrieval", "retrieval_train.json", ["retrieval_test.json", "mc_test.json"],
+        "task.rerank_k=3")])
+    final = json.loads((run_dir / "eval_final.json").read_text())
+    for key in ("val/demo_test/t2v/R@1@2clips", "val/demo_test/v2t/MdR@2clips", "val/demo_test/rerank/t2v/R@1@2clips",
+                "val/demo_mc_test/mc/acc@2clips", "val/demo_mc_test/mc/acc_dual@2clips"):
+        assert key in final, sorted(final)
+    assert final["val/demo_test/num_videos"] == 8
+    assert (run_dir / "checkpoints" / "step_00000003" / "COMPLETE").is_file()
+
+
+def test_finetune_qa_trains_head_and_model_and_evaluates_the_same_from_its_checkpoint(
+        tiny_corpus: Path, pretrained: Path, tmp_path: Path) -> None:
+    import evaluate
+    from snps3_ds.evaluation.weights import read_task_state
+
+    run_dir = tmp_path / "qa"
+    finetune.main(["--engine", "torch", "--task", "qa", "--init", str(pretrained), *_task_args(
+        tiny_corpus, run_dir, "qa", "qa_train.json", ["qa_test.json"], "train.max_steps=4", "optim.head_lr=1e-2")])
+    before, after = read_task_state(pretrained), read_task_state(run_dir / "checkpoints")
+    assert any(k.startswith("head.") for k in after), "the answer head is saved with the task"
+    moved = [k for k in before if k.startswith("model.bert.") and not (before[k].float() == after[k]).all()]
+    assert moved, "fine-tuning updates the shared BERT, not only the head"
+    final = json.loads((run_dir / "eval_final.json").read_text())
+    assert {"val/demo_qa_test/qa/acc@2clips", "val/demo_qa_test/qa/acc_color@2clips"} <= set(final)
+    again = evaluate.main(["--config", str(TINY_RECIPE), *tiny_overrides(tiny_corpus), "--annotation",
+                           str(tiny_corpus / "tasks" / "qa_test.json"), "--checkpoint", str(run_dir / "checkpoints"),
+                           "--out", str(tmp_path / "qa.json")])
+    assert again["demo_qa_test/qa/acc@2clips"] == final["val/demo_qa_test/qa/acc@2clips"]
+
+
+def test_finetune_refuses_mismatched_task_and_annotation(tiny_corpus: Path, pretrained: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="a qa annotation cannot train retrieval"):
+        finetune.main(["--engine", "torch", *_task_args(tiny_corpus, tmp_path / "x", "retrieval", "qa_train.json", [])])
+    with pytest.raises(ConfigError, match="open-ended QA evaluation needs --task qa"):
+        finetune.main(["--engine", "torch", *_task_args(tiny_corpus, tmp_path / "y", "retrieval",
+                                                        "retrieval_train.json", ["qa_test.json"])])
+
+
+@pytest.mark.slow
+def test_finetune_mcqa_with_deepspeed_on_two_ranks(tiny_corpus: Path, pretrained: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "mc"
+    out = run_ok(deepspeed_cmd(2, "launch/finetune.py", "--init", str(pretrained), *_task_args(
+        tiny_corpus, run_dir, "mcqa", "mc_train.json", ["mc_test.json"], "train.max_steps=2")))
+    assert "x world 2" in out and "parameters identical on all 2 ranks" in out
+    final = json.loads((run_dir / "eval_final.json").read_text())
+    assert final["val/demo_mc_test/mc/num_questions"] == 8
