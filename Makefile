@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.requirements-installed
 DEMO    := runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: install test demo clean-demo
+.PHONY: install test demo demo-tasks clean-demo
 
 $(STAMP): requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,5 +28,29 @@ demo: $(STAMP)
 	$(PY) launch/evaluate.py --config launch/recipes/demo.yaml --checkpoint $(DEMO)/checkpoints \
 		--baseline $(DEMO)/eval_before.json --out $(DEMO)/eval_after.json
 
+# Downstream demo (after `make demo`): zero-shot retrieval / QA / multi-choice from the pre-trained
+# checkpoint, then 2-rank DeepSpeed fine-tuning for retrieval and QA, and the figures side by side.
+TASKS := data/demo/tasks
+FT    := runs/demo_tasks
+DS2   := PATH=$(abspath $(VENV))/bin:$$PATH deepspeed --num_gpus 2
+demo-tasks: $(STAMP)
+	test -f $(DEMO)/checkpoints/latest || $(MAKE) demo
+	rm -rf $(FT) runs/demo_ft_retrieval runs/demo_ft_qa
+	$(PY) data_prep/make_demo_corpus.py --out data/demo --tasks-only
+	$(PY) launch/evaluate.py --config launch/recipes/demo_ft_retrieval.yaml --checkpoint $(DEMO)/checkpoints \
+		--annotation $(TASKS)/retrieval_test.json --rerank 10 --out $(FT)/zs_retrieval.json
+	$(PY) launch/evaluate.py --config launch/recipes/demo_ft_qa.yaml --checkpoint $(DEMO)/checkpoints \
+		--annotation $(TASKS)/qa_test.json --qa-zero-shot --out $(FT)/zs_qa.json
+	$(PY) launch/evaluate.py --config launch/recipes/demo_ft_retrieval.yaml --checkpoint $(DEMO)/checkpoints \
+		--annotation $(TASKS)/mc_test.json --out $(FT)/zs_mc.json
+	$(DS2) launch/finetune.py --config launch/recipes/demo_ft_retrieval.yaml --ds_config ds_configs/zero2.json \
+		--init $(DEMO)/checkpoints
+	$(DS2) launch/finetune.py --config launch/recipes/demo_ft_qa.yaml --ds_config ds_configs/zero2.json \
+		--init $(DEMO)/checkpoints
+	$(PY) launch/compare_results.py --same zs_= \
+		zero-shot=$(FT)/zs_retrieval.json zero-shot-mc=$(FT)/zs_mc.json zero-shot-qa=$(FT)/zs_qa.json \
+		fine-tuned=runs/demo_ft_retrieval/eval_final.json fine-tuned-qa=runs/demo_ft_qa/eval_final.json \
+		--keys R@1@ R@5@ MdR mc/acc qa/acc
+
 clean-demo:
-	rm -rf $(DEMO) data/demo
+	rm -rf $(DEMO) data/demo $(FT) runs/demo_ft_retrieval runs/demo_ft_qa

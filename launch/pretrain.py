@@ -8,9 +8,11 @@
 from __future__ import annotations
 
 import _setup  # noqa: F401  (import path)
-from _training import add_training_args, exit_with, run_training
+from _training import Processes, add_training_args, exit_with, run_training
 
 from snps3_ds.config import RunConfig
+from snps3_ds.data.loader import build_eval_loader
+from snps3_ds.evaluation.retrieval import RetrievalOptions, run_retrieval
 from snps3_ds.data.text import SpecialIds
 from snps3_ds.tasks.attentive import AttentiveMasking
 from snps3_ds.tasks.pretrain import PretrainTask
@@ -32,10 +34,26 @@ def pretrain_task(cfg: RunConfig):
     return build
 
 
+def zero_shot_validation(cfg: RunConfig):
+    """Zero-shot retrieval on data.eval_shards as `val/...` (every train.eval_every steps and at the end)."""
+    def make(engine, tokenizer, procs: Processes):
+        clips = cfg.eval.num_clips or cfg.data.num_clips
+        loader = build_eval_loader(cfg.data, tokenizer, cfg.eval.batch_size, clips)
+
+        def evaluate(step: int) -> dict[str, float]:
+            model = engine.module.model
+            result = run_retrieval(model, loader, float(model.temperature()), RetrievalOptions(num_clips=clips),
+                                   engine.device, procs.rank, procs.world, engine.frames_dtype)
+            return {f"val/{k}": v for k, v in result.metrics.items()}
+        return evaluate
+    return make
+
+
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     cfg = _setup.load_run_config(args)
-    return run_training(args, cfg, pretrain_task(cfg))
+    validation = zero_shot_validation(cfg) if cfg.train.eval_every > 0 else None
+    return run_training(args, cfg, pretrain_task(cfg), validation=validation)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, TINY_RECIPE, tiny_overrides
-from launching import deepspeed_cmd, read_jsonl, run_ok
+from launching import deepspeed_cmd, run_ok
 from snps3_ds.config import ConfigError
 
 sys.path.insert(0, str(REPO / "launch"))

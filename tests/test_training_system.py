@@ -117,3 +117,20 @@ def test_multinode_two_launchers_on_one_machine_train_together(tiny_corpus: Path
     assert (tag / "COMPLETE").is_file() and (tag / "rank_00000.pt").is_file() and (tag / "rank_00001.pt").is_file()
     keys = [{k for r in read_jsonl(run_dir / "trace" / f"rank_{rank:05d}.jsonl") for k in r["keys"]} for rank in (0, 1)]
     assert not keys[0] & keys[1], "within the epoch the two nodes read different samples"
+
+
+def test_validation_during_pretraining_logs_val_rows(tiny_corpus: Path, tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(REPO / "launch"))
+    import pretrain
+
+    run_dir = tmp_path / "run"
+    pretrain.main(["--engine", "torch", *_pretrain_args(tiny_corpus, run_dir, "train.max_steps=3",
+                                                        "train.eval_every=2", "data.num_workers=0")])
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    val_steps = [r["step"] for r in rows if "val/t2v/R@1@2clips" in r]
+    assert val_steps == [2, 3], val_steps  # every 2 steps, then the final evaluation
+    assert (run_dir / "eval_final.json").is_file()
+    with pytest.raises(Exception, match="already holds checkpoints"):
+        pretrain.main(["--engine", "torch", *_pretrain_args(tiny_corpus, run_dir, "train.max_steps=3")])
