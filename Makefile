@@ -48,8 +48,8 @@ demo-tasks: $(STAMP)
 	$(DS2) launch/finetune.py --config launch/recipes/demo_ft_qa.yaml --ds_config ds_configs/zero2.json \
 		--init $(DEMO)/checkpoints
 	$(PY) launch/compare_results.py --same zs_= \
-		zero-shot=$(FT)/zs_retrieval.json zero-shot-mc=$(FT)/zs_mc.json zero-shot-qa=$(FT)/zs_qa.json \
-		fine-tuned=runs/demo_ft_retrieval/eval_final.json fine-tuned-qa=runs/demo_ft_qa/eval_final.json \
+		zero-shot=$(FT)/zs_retrieval.json,$(FT)/zs_mc.json,$(FT)/zs_qa.json \
+		fine-tuned=runs/demo_ft_retrieval/eval_final.json,runs/demo_ft_qa/eval_final.json \
 		--keys R@1@ R@5@ MdR mc/acc qa/acc
 
 clean-demo:

@@ -22,6 +22,7 @@ from snps3_ds.data.loader import build_eval_loader
 from snps3_ds.downstream.annotations import Annotation, load_annotation
 from snps3_ds.downstream.texts import task_texts
 from snps3_ds.evaluation.downstream import evaluate_annotation
+from snps3_ds.evaluation.report import log_table
 from snps3_ds.evaluation.weights import load_weights, read_task_state
 from snps3_ds.tasks.pretrain import PretrainTask
 from snps3_ds.tasks.qa import QATask
@@ -86,6 +87,8 @@ def validation(cfg: RunConfig, annotations: list[Annotation]):
                                              procs.world, engine.frames_dtype, cfg.task.rerank_k,
                                              cfg.task.fusion_exhaustive)
                 metrics.update({f"val/{k}": v for k, v in result.metrics.items()})
+                if procs.rank == 0:  # W&B (when on): the worst-ranked queries / wrong answers at this step
+                    log_table(f"val/{annotation.split}/worst", result.worst, step)
             return metrics
         return evaluate
     return make

@@ -179,8 +179,12 @@ class OptimConfig:
     visual_lr: float = 1e-4
     """Peak learning rate of the visual backbone and its projections."""
     head_lr: float | None = None
-    """Peak learning rate of a fine-tuning task's new head (task parameters named `head.*`, e.g. the QA
-    answer classifier); default: lr, as the reference."""
+    """Peak learning rate of the parameters named by head_params (new or untrained heads); default: lr,
+    as the reference."""
+    head_params: list[str] = field(default_factory=lambda: ["head."])
+    """Name prefixes (in the task module) of the parameters that take head_lr: `head.` is a fine-tuning
+    task's new head (the QA classifier); add e.g. `model.similarity_dense.` when fine-tuning starts the
+    level-2 scorer from a pre-training that did not train it."""
     weight_decay: float = 1e-3
     """AdamW weight decay; never applied to biases and LayerNorm weights."""
     betas: tuple[float, float] = (0.9, 0.98)

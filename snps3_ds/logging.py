@@ -54,16 +54,6 @@ class RunLogger:
             path.write_text(uuid.uuid4().hex[:12])
         return path.read_text().strip()
 
-    def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
-        """A W&B table (e.g. the worst-ranked queries); a JSON file beside metrics.jsonl either way."""
-        if not self.enabled:
-            return
-        (self.run_dir / f"{key.replace('/', '_')}.json").write_text(json.dumps({"columns": columns, "rows": rows}))
-        if self._wandb is not None:
-            import wandb
-
-            self._wandb.log({key: wandb.Table(columns=columns, data=rows)})
-
     def close(self, exit_code: int = 0) -> None:
         """exit_code != 0 marks the W&B run failed (a crash or a stop signal)."""
         if self.enabled:

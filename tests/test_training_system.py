@@ -134,3 +134,17 @@ def test_validation_during_pretraining_logs_val_rows(tiny_corpus: Path, tmp_path
     assert (run_dir / "eval_final.json").is_file()
     with pytest.raises(Exception, match="already holds checkpoints"):
         pretrain.main(["--engine", "torch", *_pretrain_args(tiny_corpus, run_dir, "train.max_steps=3")])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(),
+                    reason="DeepSpeed refuses fp16 on the CPU ('Type fp16 is not supported on your device'); "
+                           "ds_configs/zero2_fp16.json runs on CUDA GPUs")
+def test_fp16_dynamic_loss_scaling_trains_on_gpu(tiny_corpus: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    out = run_ok(deepspeed_cmd(1, "launch/pretrain.py", "--config", str(TINY_RECIPE), "--ds_config",
+                               "ds_configs/zero2_fp16.json", *tiny_overrides(tiny_corpus, run_dir),
+                               "train.micro_batch_size=16", "train.max_steps=4"))
+    assert "fp16, ZeRO stage 2" in out
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    assert all(r["train/loss_scale"] > 0 for r in rows) and rows[-1]["train/loss"] == rows[-1]["train/loss"]

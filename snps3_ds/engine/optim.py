@@ -10,16 +10,14 @@ from torch import nn
 from snps3_ds.config import OptimConfig
 
 
-HEAD_PREFIX = "head."  # a fine-tuning task's new head (snps3_ds.tasks.qa)
-
-
 def param_groups(module: nn.Module, cfg: OptimConfig, visual_names: set[str]) -> list[dict]:
     """{visual, text, head} x {decay, no decay}; biases, norms and 1-d tensors get no decay."""
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, param in module.named_parameters():
         if not param.requires_grad:
             continue
-        kind = "visual" if name in visual_names else "head" if name.startswith(HEAD_PREFIX) else "text"
+        head = any(name.startswith(prefix) for prefix in cfg.head_params)
+        kind = "head" if head else "visual" if name in visual_names else "text"
         decay = param.ndim > 1 and "norm" not in name.lower()
         groups.setdefault((kind, decay), []).append(param)
     rates = {"visual": cfg.visual_lr, "text": cfg.lr, "head": cfg.head_lr if cfg.head_lr is not None else cfg.lr}
