@@ -71,6 +71,8 @@ def train(engine: Engine, batches: Iterator[VideoTextBatch], cfg: TrainConfig, l
     """Run optimiser steps until cfg.max_steps (counting from `start` when resuming); save every
     cfg.checkpoint_every steps, at the end, and when a stop signal arrives."""
     state, hooks = start or TrainState(), hooks or TrainHooks()
+    if state.step >= cfg.max_steps:  # resuming a run that already finished: nothing to train or save
+        return TrainResult(state)
     stop, window = StopSignal(), _Window()
     trace = _open_trace(hooks.trace_dir, engine.rank)
     bar = tqdm(total=cfg.max_steps, initial=state.step, desc="train", unit="step", mininterval=2.0,
