@@ -86,3 +86,13 @@ def test_stream_index_without_idx_and_with_truncation(tmp_path: Path) -> None:
     truncate(cut, cut.stat().st_size // 2)
     partial = index_shard(str(cut))
     assert 0 < len(partial.samples) < 12 and partial.dropped >= 1
+
+
+def test_stream_dali_reader_resumes_by_count_with_a_fresh_order(tokenizer, vp9: Path, caplog) -> None:
+    data = data_config(train_shards=[str(vp9 / "train")], decoder="dali")
+    first = build_train_loader(data, MaskingConfig(), tokenizer, 2, rank=0, seed=3)
+    next(first), next(first)
+    assert first.state_dict() == {"dali_batches": 2}
+    resumed = build_train_loader(data, MaskingConfig(), tokenizer, 2, rank=0, seed=3, resume=first.state_dict())
+    next(resumed)
+    assert resumed.state_dict() == {"dali_batches": 3} and "new shuffle seed" in caplog.text

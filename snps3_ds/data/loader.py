@@ -207,7 +207,13 @@ def build_train_loader(data: DataConfig, masking: MaskingConfig, tokenizer: PreT
     if _use_dali(data.decoder, texts):
         from snps3_ds.data.dali_loader import dali_train_batches
 
-        return MonitoredBatches(dali_train_batches(data, sets, collate, micro_batch_size, rank, seed), monitor)
+        consumed = int((resume or {}).get("dali_batches", 0))
+        if consumed:  # DALI's reader cannot seek: a fresh order instead of replaying the consumed start
+            log.warning("resuming a DALI training stream after %d batches with a new shuffle seed: no sample "
+                        "order is replayed, but exact-sample resume needs data.decoder=decord or pyav", consumed)
+        dali_seed = stream_seed(seed, consumed, 17) if consumed else seed
+        return CountedBatches(dali_train_batches(data, sets, collate, micro_batch_size, rank, dali_seed), monitor,
+                              consumed)
     counter = SkipCounter()
     decoder = SampleDecoder(make_decoder(data.decoder), FrameTransform(data.image_size, True, data.train_scale, data.hflip),
                             data.num_clips, True, _WorkerRandom(seed, rank, 1), counter, texts)
@@ -222,6 +228,22 @@ def build_train_loader(data: DataConfig, masking: MaskingConfig, tokenizer: PreT
     loader = DataLoader(pipeline, batch_size=None, num_workers=data.num_workers, worker_init_fn=_ignore_stop_signals,
                         persistent_workers=data.num_workers > 0, prefetch_factor=4 if data.num_workers else None)
     return ResumableBatches(iter(loader), monitor, samples.layout, state)
+
+
+class CountedBatches(MonitoredBatches):
+    """The DALI training stream's resume state: only how many batches were taken (see build_train_loader)."""
+
+    def __init__(self, source, monitor: SkipMonitor, consumed: int = 0) -> None:
+        super().__init__(source, monitor)
+        self.consumed = consumed
+
+    def __next__(self) -> VideoTextBatch:
+        batch = super().__next__()
+        self.consumed += 1
+        return batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"dali_batches": self.consumed}
 
 
 def _ignore_stop_signals(_worker_id: int) -> None:
