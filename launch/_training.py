@@ -155,7 +155,17 @@ def run_training(args: argparse.Namespace, cfg: RunConfig, build_task: TaskBuild
     if evaluate is not None and result.stopped_by is None:
         _final_evaluation(evaluate, result.state.step, logger, run_dir, procs.rank)
     logger.close(exit_code(result))
+    shut_down(procs.world)
     return result
+
+
+def shut_down(world: int) -> None:
+    """Leave the process group together: a gloo/NCCL group torn down by interpreter exit while its threads
+    still run can abort the process ("terminate called without an active exception") after a good run."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if world > 1:
+            torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def _flops(task: nn.Module, model: SNPModel, cfg: RunConfig, micro: int) -> tuple[float | None, float | None]:

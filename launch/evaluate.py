@@ -162,8 +162,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         metrics, extra = result.metrics, {"records": result.records}
     if rank == 0:
         report(args, cfg, task, split, metrics, extra)
-    if world > 1:
+    if world > 1:  # leave the group together (a group torn down at interpreter exit can abort the process)
         dist.barrier()
+        dist.destroy_process_group()
     return metrics
 
 

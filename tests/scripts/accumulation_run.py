@@ -89,6 +89,9 @@ def main() -> None:
     assert result.state.step == STEPS
     if engine.rank == 0:
         torch.save({k: v.detach().float().cpu() for k, v in engine.module.state_dict().items()}, out)
+    if torch.distributed.is_initialized():  # gloo torn down at interpreter exit can abort the process
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
