@@ -7,6 +7,7 @@ ds_config checks, checkpoints, SIGTERM, exact resume, logging — is the same fo
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from snps3_ds.data.loader import TaskTexts, build_train_loader, training_sets
 from snps3_ds.engine import rng
 from snps3_ds.engine.base import share_cpu_threads
 from snps3_ds.engine.ds_config import EngineSettings, check_against_recipe, load_ds_config
-from snps3_ds.engine.faults import preflight, verify_replicas
+from snps3_ds.engine.faults import library_versions, preflight, verify_replicas
 from snps3_ds.engine.run_checkpoints import newest_complete, rank_file, read_complete, resolve_resume
 from snps3_ds.engine.trainer import TrainHooks, TrainResult, TrainState, train
 from snps3_ds.logging import RunLogger
@@ -133,7 +134,7 @@ def run_training(args: argparse.Namespace, cfg: RunConfig, build_task: TaskBuild
     except Exception as err:  # noqa: BLE001 - reported through the preflight so no rank waits forever
         data_error = f"{type(err).__name__}: {err}"
     run_config = {"recipe": to_dict(cfg), "ds_config": settings.raw}
-    preflight(run_config, engine.module, data_error, procs.rank, procs.world, _versions())
+    preflight(run_config, engine.module, data_error, procs.rank, procs.world, library_versions())
     if resumed is not None:
         rng.restore(engine.module, resumed["rng"])  # after the loader started: its start draws from torch's RNG
 
@@ -210,18 +211,10 @@ def _report(result: TrainResult, engine, procs: Processes, run_dir: Path, second
         print(f"WARNING: rank parameters differ after training: {prints}", flush=True)
 
 
-def _versions() -> dict[str, str]:
-    from snps3_ds.engine.faults import library_versions
-
-    return library_versions()
-
-
 def exit_code(result: TrainResult) -> int:
     """0 when training finished; 128 + signal number when a stop signal ended it (as a killed process would)."""
     if result.stopped_by is None:
         return 0
-    import signal
-
     try:
         return 128 + int(signal.Signals[result.stopped_by])
     except KeyError:

@@ -213,7 +213,6 @@ def evaluate_retrieval_task(args, model, loader, texts: TaskTexts | None, tokeni
     text_of = functools.partial(describe_text, texts=texts, tokenizer=tokenizer)
     result = run_retrieval(model, loader, float(model.temperature()), options, device, rank, world, text_of=text_of)
     metrics = result.metrics
-    metrics[metric_key(split, "chance_R@1")] = 100.0 / metrics[metric_key(split, "num_videos")]
     if args.export_embeddings and rank == 0:
         export_embeddings(result.features, args.export_embeddings, float(model.temperature()), text_of)
         print(f"embeddings written to {args.export_embeddings}", flush=True)

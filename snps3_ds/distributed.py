@@ -1,10 +1,14 @@
-"""Collectives the objectives need, written against torch.distributed only (no DeepSpeed here).
+"""Collectives written against torch.distributed only (no DeepSpeed here): the objectives' gathers with
+and without gradient, and the object gather that evaluation, preflight and fault reports use (results
+of uneven size travel pickled, via all_gather_object, which gloo and NCCL both provide).
 
 Rank and world size are passed in by the caller (as in open_clip's ClipLoss), so every loss is testable
 in one process with world_size=1 and under 2 gloo ranks with the same code.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -50,3 +54,26 @@ def gather_no_grad(tensor: torch.Tensor, world_size: int) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(world_size)]
     dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts, dim=0)
+
+
+def to_cpu(obj: Any) -> Any:
+    """The same structure with every tensor on the CPU (dicts, lists, tuples)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
+def gather_objects(obj: Any, world_size: int) -> list[Any]:
+    """[obj of rank 0, obj of rank 1, ...] on every rank; [obj] in a world of one (no collective)."""
+    obj = to_cpu(obj)
+    if world_size == 1:
+        return [obj]
+    if not dist.is_initialized():
+        raise RuntimeError(f"world_size={world_size} but torch.distributed is not initialised")
+    out: list[Any] = [None] * world_size
+    dist.all_gather_object(out, obj)
+    return out

@@ -219,7 +219,7 @@ def build_train_loader(data: DataConfig, masking: MaskingConfig, tokenizer: PreT
                             data.num_clips, True, _WorkerRandom(seed, rank, 1), counter, texts)
     workers = max(1, data.num_workers)
     samples = ResumableSamples([(s.name, s.urls, s.weight) for s in sets], seed, rank, world_size, workers,
-                               data.shuffle_window, on_error=_counting(counter))
+                               data.shuffle_window, on_error=counter.skip)
     state = resume_positions(resume, samples.layout, workers)
     samples.positions, samples.rotation = state.positions, next_rotation(state.batches, workers)
     pipeline = wds.DataPipeline(samples, wds.map(decoder), wds.select(_is_sample),
@@ -251,14 +251,6 @@ def _ignore_stop_signals(_worker_id: int) -> None:
     react (it finishes the step and saves); a worker that died first would fail the last fetches."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _counting(counter: SkipCounter) -> Callable[[str, BaseException], None]:
-    def on_error(reason: str, err: BaseException) -> None:
-        counter.add(reason)
-        log.warning("skipping a training sample (%s): %s", reason, str(err)[:300])
-
-    return on_error
 
 
 def build_eval_loader(data: DataConfig, tokenizer: PreTrainedTokenizerBase, batch_size: int,

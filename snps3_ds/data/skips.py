@@ -43,11 +43,14 @@ class SkipCounter:
         new, self.pending = dict(self.pending), Counter()
         return new
 
+    def skip(self, reason: str, exn: BaseException) -> None:
+        """Count and log a sample (or the rest of a shard) that could not be read."""
+        self.add(reason)
+        log.warning("skipping unreadable data (%s): %s", reason, str(exn)[:300])
+
     def shard_handler(self, exn: BaseException) -> bool:
         """A webdataset handler: count and log a shard that cannot be opened or read, then go on."""
-        reason = shard_error_reason(exn)
-        self.add(reason)
-        log.warning("skipping the rest of a shard (%s): %s", reason, str(exn)[:300])
+        self.skip(shard_error_reason(exn), exn)
         return True
 
     def attach(self, batch: VideoTextBatch) -> VideoTextBatch:

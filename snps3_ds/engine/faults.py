@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from snps3_ds.distributed import gather_objects
 from snps3_ds.tasks.base import TaskOutput
 
 
@@ -62,19 +63,14 @@ def agree_any(flags: list[bool], world_size: int) -> list[bool]:
 
 
 def nonfinite_terms(out: TaskOutput) -> list[str]:
-    """Names of the non-finite loss terms (the total first when it alone is bad)."""
+    """Names of the non-finite loss terms (the total when it alone is bad); [] when the loss is finite.
+
+    One host sync in the common case: the weighted total is finite exactly when every term it sums is,
+    so the terms are looked at only when it is not."""
+    if torch.isfinite(out.loss.detach()).all():
+        return []
     bad = [name for name, value in out.losses.items() if not torch.isfinite(value.detach()).all()]
-    if not bad and not torch.isfinite(out.loss.detach()).all():
-        bad = ["loss"]
-    return bad
-
-
-def gather_objects(value: Any, world_size: int) -> list[Any]:
-    if world_size == 1:
-        return [value]
-    gathered: list[Any] = [None] * world_size
-    torch.distributed.all_gather_object(gathered, value)
-    return gathered
+    return bad or ["loss"]
 
 
 def _digest(value: Any) -> str:

@@ -22,9 +22,10 @@ from tqdm import tqdm
 
 from snps3_ds.config import TrainConfig
 from snps3_ds.data.batch import VideoTextBatch
+from snps3_ds.distributed import gather_objects
 from snps3_ds.engine import rng
 from snps3_ds.engine.base import Engine, mean_over_ranks
-from snps3_ds.engine.faults import StopSignal, agree_any, gather_objects, nonfinite_terms
+from snps3_ds.engine.faults import StopSignal, agree_any, nonfinite_terms
 from snps3_ds.engine.run_checkpoints import mark_complete, prune, tag_for, write_rank_state
 from snps3_ds.engine.system_stats import system_stats
 from snps3_ds.logging import RunLogger
@@ -58,7 +59,8 @@ class TrainResult:
 class _Window:
     """What is averaged between two log rows."""
 
-    sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    # Detached tensors, turned into floats only when a row is logged: no host sync per term per step.
+    sums: dict[str, torch.Tensor | float] = field(default_factory=lambda: defaultdict(float))
     counted: int = 0
     waited: float = 0.0
     steps: int = 0
@@ -122,7 +124,7 @@ def _one_step(engine: Engine, batches: Iterator[VideoTextBatch], cfg: TrainConfi
         engine.backward(out.loss)
         stepped = engine.step()
         for name, value in {"loss": out.loss, **out.losses, **out.metrics}.items():
-            window.sums[name] += float(value.detach())
+            window.sums[name] = window.sums[name] + value.detach().float()
         window.counted += 1
         if stepped:
             break
@@ -152,7 +154,7 @@ def _report_nonfinite(engine: Engine, state: TrainState, bad: list[str], batch: 
 def _row(engine: Engine, batches: Iterator[VideoTextBatch], state: TrainState, window: _Window,
          hooks: TrainHooks) -> dict[str, float]:
     elapsed = time.perf_counter() - window.start
-    row = mean_over_ranks({f"train/{k}": v / max(1, window.counted) for k, v in window.sums.items()},
+    row = mean_over_ranks({f"train/{k}": float(v) / max(1, window.counted) for k, v in window.sums.items()},
                           engine.world_size)
     row.update({f"train/lr_{k}": v for k, v in engine.learning_rates().items()})
     for key, value in (("train/grad_norm", engine.grad_norm()), ("train/loss_scale", engine.loss_scale())):

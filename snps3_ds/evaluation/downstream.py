@@ -12,7 +12,6 @@ from torch import nn
 from snps3_ds.data.batch import VideoTextBatch
 from snps3_ds.downstream.annotations import Annotation
 from snps3_ds.evaluation.mcqa import evaluate_mcqa
-from snps3_ds.evaluation.metrics import metric_key
 from snps3_ds.evaluation.qa import evaluate_qa
 from snps3_ds.evaluation.retrieval import RetrievalOptions, run_retrieval
 from snps3_ds.models.snp import SNPModel
@@ -42,9 +41,7 @@ def evaluate_annotation(task: nn.Module, model: SNPModel, annotation: Annotation
     if annotation.task == "retrieval":
         options = RetrievalOptions(annotation.split, num_clips, rerank_k, exhaustive)
         result = run_retrieval(model, batches, temperature, options, device, rank, world_size, frames_dtype)
-        metrics = dict(result.metrics)
-        metrics[metric_key(annotation.split, "chance_R@1")] = 100.0 / metrics[metric_key(annotation.split, "num_videos")]
-        return DownstreamResult(metrics, result.worst)
+        return DownstreamResult(result.metrics, result.worst)
     if annotation.task == "qa":
         if not isinstance(task, QATask):
             raise ValueError(f"{annotation.source}: open-ended QA needs a QA task with its answer head")

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from snps3_ds.data.batch import VideoTextBatch
-from snps3_ds.evaluation.gather import gather_objects
+from snps3_ds.distributed import gather_objects
 from snps3_ds.models.snp import SNPModel
 
 
@@ -72,6 +72,17 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
             yield
     finally:
         module.train(was_training)
+
+
+def labelled_batches(batches: Iterable[VideoTextBatch], device: torch.device | str,
+                     frames_dtype: torch.dtype | None, protocol: str) -> Iterator[VideoTextBatch]:
+    """Downstream batches on the device; each must carry text_labels (answer ids, or 1/0 per option),
+    which only an annotation-joined loader provides."""
+    for batch in batches:
+        if batch.text_labels is None:
+            raise ValueError(f"{protocol} needs batch.text_labels: build the eval loader with "
+                             "texts=task_texts(<annotation>, train=False)")
+        yield batch.to(device, frames_dtype=frames_dtype)
 
 
 def text_order(text_video_index: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from snps3_ds.distributed import gather_objects
 from snps3_ds.evaluation.features import EvalFeatures, eval_mode
-from snps3_ds.evaluation.gather import gather_objects
 from snps3_ds.models.snp import SNPModel
 
 PairScorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

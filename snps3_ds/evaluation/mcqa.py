@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from snps3_ds.data.batch import VideoTextBatch
-from snps3_ds.evaluation.features import eval_mode, text_order
-from snps3_ds.evaluation.gather import gather_objects
+from snps3_ds.distributed import gather_objects
+from snps3_ds.evaluation.features import eval_mode, labelled_batches, text_order
 from snps3_ds.evaluation.metrics import choice_accuracy, metric_key
 from snps3_ds.models.snp import SNPModel
 from snps3_ds.tasks.mcqa import choice_correct, option_scores
@@ -35,11 +35,7 @@ def score_questions(model: SNPModel, batches: Iterable[VideoTextBatch], temperat
     """This rank's questions, one record each."""
     records = []
     with eval_mode(model):
-        for batch in batches:
-            if batch.text_labels is None:
-                raise ValueError("multi-choice evaluation needs batch.text_labels (1/0 per option): build the "
-                                 "eval loader with texts=task_texts(<mcqa annotation>, train=False)")
-            batch = batch.to(device, frames_dtype=frames_dtype)
+        for batch in labelled_batches(batches, device, frames_dtype, "multi-choice evaluation"):
             scores = option_scores(model, batch, temperature)
             labels = batch.text_labels.cpu()
             fusion, dual = scores.fusion.cpu(), scores.dual.cpu()

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from snps3_ds.data.batch import VideoTextBatch
-from snps3_ds.evaluation.features import eval_mode, text_order
-from snps3_ds.evaluation.gather import gather_objects
+from snps3_ds.distributed import gather_objects
+from snps3_ds.evaluation.features import eval_mode, labelled_batches, text_order
 from snps3_ds.evaluation.metrics import metric_key, named, qa_accuracy
 from snps3_ds.tasks.qa import QATask
 
@@ -33,11 +33,7 @@ def predict_questions(task: QATask, batches: Iterable[VideoTextBatch], device: t
     """This rank's predictions, one record per question."""
     records = []
     with eval_mode(task):
-        for batch in batches:
-            if batch.text_labels is None:
-                raise ValueError("QA evaluation needs batch.text_labels: build the eval loader with "
-                                 "texts=task_texts(<qa annotation>, train=False)")
-            batch = batch.to(device, frames_dtype=frames_dtype)
+        for batch in labelled_batches(batches, device, frames_dtype, "QA evaluation"):
             predictions = task.logits(batch).argmax(dim=-1).cpu().tolist()
             owners, labels = batch.text_video_index.cpu(), batch.text_labels.cpu().tolist()
             for i, (owner, order) in enumerate(zip(owners.tolist(), text_order(owners).tolist())):

@@ -24,8 +24,8 @@ import torch
 
 from snps3_ds.data.batch import VideoTextBatch
 from snps3_ds.data.text import tokenize
-from snps3_ds.evaluation.features import eval_mode, text_order
-from snps3_ds.evaluation.gather import gather_objects
+from snps3_ds.distributed import gather_objects
+from snps3_ds.evaluation.features import eval_mode, labelled_batches, text_order
 from snps3_ds.evaluation.metrics import metric_key, qa_accuracy
 from snps3_ds.evaluation.qa import QAResult, QuestionType
 from snps3_ds.models.snp import SNPModel
@@ -143,13 +143,9 @@ def score_questions(model: SNPModel, batches: Iterable[VideoTextBatch], statemen
     """This rank's questions, one record each (answer strings and types are added after gathering)."""
     records = []
     with eval_mode(model):
-        for batch in batches:
-            if batch.text_labels is None:
-                raise ValueError("zero-shot QA needs batch.text_labels (answer ids): build the eval loader with "
-                                 "texts=task_texts(<qa annotation>, train=False)")
+        for batch in labelled_batches(batches, device, frames_dtype, "zero-shot QA"):
             if batch.num_texts == 0:
                 continue
-            batch = batch.to(device, frames_dtype=frames_dtype)
             videos, orders, questions = batch_questions(batch, statements, question_of)
             video = model.encode_video(batch.frames, batch.clip_mask)
             owners = batch.text_video_index

@@ -74,6 +74,7 @@ def score_retrieval(model: SNPModel, feats: EvalFeatures, temperature: float, op
         headline, variant = reranked.t2v, "rerank"
     metrics[metric_key(options.split, "num_videos")] = float(feats.num_videos)
     metrics[metric_key(options.split, "num_texts")] = float(feats.num_texts)
+    metrics[metric_key(options.split, "chance_R@1")] = 100.0 / feats.num_videos  # one right video per text
     worst = worst_queries(headline, feats, options.worst, text_of, variant)
     return RetrievalResult(metrics, worst, feats)
 
