@@ -1,5 +1,5 @@
 # Two commands are the whole set-up on a fresh machine: `make demo` and `make test`.
-# Both create .venv when missing and install requirements.txt (a no-op when it is unchanged).
+# Both create .venv when missing and install requirements.txt and the package (a no-op when unchanged).
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.requirements-installed
@@ -8,9 +8,12 @@ PYTEST_ARGS ?=
 
 .PHONY: install test demo demo-tasks clean-demo
 
-$(STAMP): requirements.txt
+# requirements.txt is the pinned set; then the package itself, editable (pyproject.toml), so `import snps3_ds`
+# works from any folder and the launch scripts need no import-path tricks.
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from data_prep.make_demo_corpus import make_demo_corpus  # noqa: E402
-from snps3_ds.config import RunConfig, load_config  # noqa: E402
+from snps3_ds.demo.corpus import make_demo_corpus
+from snps3_ds.config import RunConfig, load_config
 
 TINY_RECIPE = REPO / "launch" / "recipes" / "tiny.yaml"
 
@@ -35,7 +31,7 @@ def tiny_overrides(corpus: Path, run_dir: Path | None = None) -> list[str]:
 @pytest.fixture(scope="session")
 def tokenizer():
     """The packaged BERT tokenizer (loaded once)."""
-    from snps3_ds.data.text import load_tokenizer
+    from snps3_ds.data.text.tokens import load_tokenizer
 
     return load_tokenizer()
 

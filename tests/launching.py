@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from conftest import REPO
+from snps3_ds.processes import free_port
 
 DEEPSPEED = str(Path(sys.executable).parent / "deepspeed")
 
 
 def launch_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", **extra}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_ok(cmd: list[str], timeout: int = 600, **env: str) -> str:

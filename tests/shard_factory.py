@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 
-from data_prep.make_demo_corpus import make_demo_corpus
+from snps3_ds.demo.corpus import make_demo_corpus
 from snps3_ds.config import DataConfig
-from snps3_ds.data.shard_writer import ShardWriter
-from snps3_ds.data.shards import resolve_shards
+from snps3_ds.sharding.writer import ShardWriter
+from snps3_ds.data.stream.shards import resolve_shards
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 

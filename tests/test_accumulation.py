@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO
 from launching import deepspeed_cmd, run_ok
 
-SCRIPT = "tests/scripts/accumulation_run.py"
+SCRIPT = "tests/accumulation_run.py"
 
 
 def _ds_config(path: Path, micro: int, accum: int, stage: int) -> Path:
@@ -39,7 +38,6 @@ def test_accumulation_zero2_two_ranks_matches_single_process_batch_16(tmp_path: 
 
 
 def _initial() -> dict[str, torch.Tensor]:
-    sys.path.insert(0, str(REPO / "tests" / "scripts"))
     from accumulation_run import ToyTask
 
     return ToyTask().net.state_dict()

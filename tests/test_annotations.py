@@ -1,27 +1,23 @@
 """Downstream annotation files: the format, and readers for each benchmark's public layout (DESIGN §4.4).
 
 Every reader runs on a few lines written here in that dataset's public form; keys are checked against
-the shard readers (snps3_ds.data.readers.benchmarks) so the annotation joins to the shards.
+the shard readers (snps3_ds.datasets.benchmarks) so the annotation joins to the shards.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from data_prep.build_annotations import main as build_main  # noqa: E402
-from snps3_ds.data.readers import ReaderOptions, read_manifest  # noqa: E402
-from snps3_ds.downstream import readers  # noqa: E402
-from snps3_ds.downstream.annotations import (  # noqa: E402
+from snps3_ds.datasets.annotations_cli import main as build_main
+from snps3_ds.datasets import ReaderOptions, read_manifest
+from snps3_ds.datasets import annotation_readers as readers
+from snps3_ds.downstream.annotations import (
     FORMAT, Annotation, AnnotationError, load_annotation, top_answers, write_annotation)
-from snps3_ds.downstream.readers import ReaderError  # noqa: E402
+from snps3_ds.datasets.annotation_readers import ReaderError
 
 
 def _write(path: Path, content: object) -> Path:

@@ -6,19 +6,17 @@ It checks that every mode produced a row with figures, never how fast: timings a
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO, TINY_RECIPE
 
-sys.path.insert(0, str(REPO / "launch"))
 
 
 @pytest.mark.slow
 def test_benchmark_train_reports_every_mode(tmp_path: Path) -> None:
-    import benchmark
+    from snps3_ds.run import benchmark
 
     out = tmp_path / "results.json"
     benchmark.main(["train", "--config", str(TINY_RECIPE), "--ds_config", str(REPO / "ds_configs" / "tiny_fp32.json"),

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from shard_factory import jpeg_bytes, raw_samples, vp9_corpus
-from snps3_ds.data.readers import ManifestError, ReaderOptions, read_manifest
+from snps3_ds.datasets import ManifestError, ReaderOptions, read_manifest
 
-from conftest import REPO
 
-sys.path.insert(0, str(REPO / "data_prep"))
-import build_shards  # noqa: E402
-import verify_shards  # noqa: E402
+from snps3_ds.sharding import build as build_shards
+from snps3_ds.sharding import verify as verify_shards
 
 
 def _write(path: Path, text: str) -> Path:

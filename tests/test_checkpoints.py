@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from torch import nn
 
 from snps3_ds.config import ConfigError
 from snps3_ds.engine.faults import PreflightError, preflight
+from snps3_ds.processes import free_port
 from snps3_ds.engine.run_checkpoints import complete_tags, mark_complete, prune, resolve_resume, tag_for
 
 
@@ -57,9 +57,7 @@ def _preflight_rank(rank: int, port: int, odd: str) -> None:
 @pytest.mark.parametrize("odd, named", [("config", "recipe/ds_config"), ("model", "model structure"),
                                         ("data", "rank 1 .*no training data: ShardSpecError")])
 def test_checkpoints_preflight_fails_on_every_rank_naming_the_odd_one(tmp_path: Path, odd: str, named: str) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     os.environ["PREFLIGHT_OUT"] = str(tmp_path)
     mp.spawn(_preflight_rank, args=(port, odd), nprocs=2)
     messages = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
@@ -75,7 +73,8 @@ def test_checkpoints_fp16_on_cpu_is_refused_with_a_clear_error(tmp_path: Path) -
     from snps3_ds.engine.ds_config import load_ds_config
     from snps3_ds.engine.torch_engine import TorchEngine
     from snps3_ds.config import OptimConfig
+    from snps3_ds.processes import Processes
 
     settings = load_ds_config(Path(__file__).resolve().parents[1] / "ds_configs" / "zero2_fp16.json")
     with pytest.raises(ConfigError, match="zero2_fp16.json: fp16 needs a GPU"):
-        TorchEngine(nn.Linear(2, 2), settings, OptimConfig(), 1, set())
+        TorchEngine(nn.Linear(2, 2), settings, OptimConfig(), 1, set(), Processes(0, 1, 1, torch.device("cpu")))

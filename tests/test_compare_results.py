@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-from conftest import REPO
 
-sys.path.insert(0, str(REPO / "launch"))
-import compare_results  # noqa: E402
+from snps3_ds.reports import compare as compare_results
 
 
 def test_compare_results_merges_files_and_aligns_zero_shot_keys(tmp_path: Path) -> None:

@@ -13,9 +13,9 @@ import torch
 from shard_factory import data_config, jpeg_bytes, raw_samples
 from snps3_ds.config import MaskingConfig
 from snps3_ds.data import loader as loader_module
-from snps3_ds.data.dali import CPU_CODECS, ROUTE_FALLBACK, ROUTE_IMAGE, ROUTE_VIDEO, FramePlanner
-from snps3_ds.data.loader import build_eval_loader, build_train_loader
-from snps3_ds.data.transforms import IMAGENET_STD
+from snps3_ds.data.dali.pipeline import CPU_CODECS, ROUTE_FALLBACK, ROUTE_IMAGE, ROUTE_VIDEO, FramePlanner
+from snps3_ds.data.loader import build_eval_loader, StreamPlacement, build_train_loader
+from snps3_ds.data.decode.transforms import IMAGENET_STD
 
 
 def _plan(planner: FramePlanner, media: bytes, ext: str, meta: dict | None = None) -> tuple[list[int], int]:
@@ -53,7 +53,7 @@ def test_dali_and_decord_give_the_same_batches_on_vp9(vp9: Path, tokenizer) -> N
 
 def test_dali_training_batches_follow_the_contract(vp9: Path, tokenizer) -> None:
     data = data_config(train_shards=[str(vp9 / "train")], decoder="dali", num_clips=3)
-    batches = build_train_loader(data, MaskingConfig(), tokenizer, 4, rank=0, seed=0)
+    batches = build_train_loader(data, MaskingConfig(), tokenizer, 4, StreamPlacement(0, 1, 0))
     first, second = next(batches), next(batches)
     for batch in (first, second):
         assert batch.frames.shape == (4, 3, 3, 32, 32) and batch.frames.dtype == torch.float32

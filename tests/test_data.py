@@ -11,10 +11,10 @@ import torch
 import webdataset as wds
 
 from snps3_ds.config import RunConfig
-from snps3_ds.data.decode import DecordDecoder, segment_indices
-from snps3_ds.data.loader import build_eval_loader, build_train_loader
-from snps3_ds.data.shard_writer import ShardWriter
-from snps3_ds.data.shards import ShardSpecError, resolve_shards
+from snps3_ds.data.decode.backends import DecordDecoder, segment_indices
+from snps3_ds.data.loader import build_eval_loader, StreamPlacement, build_train_loader
+from snps3_ds.sharding.writer import ShardWriter
+from snps3_ds.data.stream.shards import ShardSpecError, resolve_shards
 from snps3_ds.models.factory import build_tokenizer
 
 
@@ -24,7 +24,7 @@ def _raw_samples(prefix: Path) -> list[dict]:
 
 def test_shard_round_trip_gives_the_batch_contract(tiny_config: RunConfig) -> None:
     tokenizer = build_tokenizer(tiny_config.model)
-    batches = build_train_loader(tiny_config.data, tiny_config.masking, tokenizer, 4, rank=0, seed=0)
+    batches = build_train_loader(tiny_config.data, tiny_config.masking, tokenizer, 4, StreamPlacement(0, 1, 0))
     batch = next(batches)
     data = tiny_config.data
     assert batch.frames.shape == (4, data.num_clips, 3, data.image_size, data.image_size)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,13 +13,11 @@ import pytest
 from shard_factory import data_config, jpeg_bytes, raw_samples, truncate, write_set
 from snps3_ds.config import MaskingConfig
 from snps3_ds.data.errors import DataQualityError
-from snps3_ds.data.loader import build_eval_loader, build_train_loader
+from snps3_ds.data.loader import build_eval_loader, StreamPlacement, build_train_loader
 
-from conftest import REPO
 
-sys.path.insert(0, str(REPO / "data_prep"))
-import build_shards  # noqa: E402
-import verify_shards  # noqa: E402
+from snps3_ds.sharding import build as build_shards
+from snps3_ds.sharding import verify as verify_shards
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +83,12 @@ def test_fault_skip_rate_over_threshold_stops_training(vp9: Path, tmp_path: Path
     samples += [(s["__key__"], {"webm": s["webm"], "json": s["json"]}) for s in good]
     prefix = write_set(tmp_path / "mostly_bad", samples)
     data = data_config(train_shards=[str(prefix)], max_skip_rate=0.2, skip_rate_warmup=6)
-    batches = build_train_loader(data, MaskingConfig(), tokenizer, 2, rank=0, seed=0)
+    batches = build_train_loader(data, MaskingConfig(), tokenizer, 2, StreamPlacement(0, 1, 0))
     with pytest.raises(DataQualityError, match=r"max_skip_rate=20\.0%.*undecodable"):
         for _ in range(50):
             next(batches)
     lenient = build_train_loader(data_config(train_shards=[str(prefix)], max_skip_rate=0.9), MaskingConfig(),
-                                 tokenizer, 2, rank=0, seed=0)
+                                 tokenizer, 2, StreamPlacement(0, 1, 0))
     for _ in range(6):
         next(lenient)
     assert 0 < lenient.stats()["data/skip_rate"] < 0.9
@@ -99,7 +96,7 @@ def test_fault_skip_rate_over_threshold_stops_training(vp9: Path, tmp_path: Path
 
 def test_fault_counts_travel_from_worker_processes(faulty_set: Path, tokenizer) -> None:
     data = data_config(train_shards=[str(faulty_set)], num_workers=2, max_skip_rate=1.0)
-    batches = build_train_loader(data, MaskingConfig(), tokenizer, 2, rank=0, seed=0)
+    batches = build_train_loader(data, MaskingConfig(), tokenizer, 2, StreamPlacement(0, 1, 0))
     for _ in range(6):
         next(batches)
     stats = batches.stats()
@@ -112,7 +109,7 @@ def test_fault_unreadable_training_set_fails_instead_of_spinning(vp9: Path, tmp_
     truncate(shard, 300)  # not even one whole tar header
     data = data_config(train_shards=[str(shard)], max_skip_rate=1.0)
     with pytest.raises(DataQualityError, match="gave no sample"):
-        next(build_train_loader(data, MaskingConfig(), tokenizer, 2, rank=0, seed=0))
+        next(build_train_loader(data, MaskingConfig(), tokenizer, 2, StreamPlacement(0, 1, 0)))
 
 
 def _media_dir(vp9: Path, folder: Path) -> Path:

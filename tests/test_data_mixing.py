@@ -12,9 +12,9 @@ from torch.utils.data import DataLoader
 
 from shard_factory import data_config, jpeg_bytes, meta_bytes, raw_samples, write_set
 from snps3_ds.config import MaskingConfig, TrainSetConfig
-from snps3_ds.data.loader import build_eval_loader, build_train_loader
-from snps3_ds.data.shards import ShardSet, eval_stream, resolve_shards
-from snps3_ds.data.stream import ResumableSamples
+from snps3_ds.data.loader import build_eval_loader, StreamPlacement, build_train_loader
+from snps3_ds.data.stream.shards import ShardSet, eval_stream, resolve_shards
+from snps3_ds.data.stream.reader import ResumableSamples
 
 
 def _text_only_set(prefix: Path, name: str, count: int, shard_size: int) -> list[str]:
@@ -89,7 +89,7 @@ def test_mixing_images_and_videos_in_one_stream(vp9: Path, tmp_path: Path, token
                                              for i in range(6)])
     data = data_config(decoder=decoder, num_clips=3, train_sets=[TrainSetConfig([str(vp9 / "train")], 0.5, "video"),
                                                                  TrainSetConfig([str(photos)], 0.5, "image")])
-    batches = build_train_loader(data, MaskingConfig(), tokenizer, 8, rank=0, seed=0)
+    batches = build_train_loader(data, MaskingConfig(), tokenizer, 8, StreamPlacement(0, 1, 0))
     kinds = Counter()
     for batch in itertools.islice(batches, 3):
         assert batch.frames.shape == (8, 3, 3, 32, 32)
@@ -103,4 +103,4 @@ def test_mixing_images_and_videos_in_one_stream(vp9: Path, tmp_path: Path, token
 def test_mixing_config_rejects_both_shard_keys(vp9: Path, tokenizer) -> None:
     data = data_config(train_shards=[str(vp9 / "train")], train_sets=[TrainSetConfig([str(vp9 / "train")])])
     with pytest.raises(ValueError, match="train_shards and data.train_sets"):
-        build_train_loader(data, MaskingConfig(), tokenizer, 2, rank=0, seed=0)
+        build_train_loader(data, MaskingConfig(), tokenizer, 2, StreamPlacement(0, 1, 0))

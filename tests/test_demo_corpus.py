@@ -15,13 +15,11 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from snps3_ds.demo.cli import main
+from snps3_ds.demo.corpus import COLORS, MOTION_PHRASES, SHAPES, SIZES, ShapeSpec, make_demo_corpus, render_clip
 
-from data_prep.make_demo_corpus import (  # noqa: E402
-    COLORS, MOTION_PHRASES, SHAPES, SIZES, ShapeSpec, main, make_demo_corpus, render_clip)
-from snps3_ds.data.shard_writer import ShardWriter  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+from snps3_ds.sharding.writer import ShardWriter
 
 JSON_FIELDS = {"captions", "source", "kind", "duration", "fps", "width", "height",
                "num_frames", "codec", "attributes"}

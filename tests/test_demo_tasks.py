@@ -11,19 +11,16 @@ import hashlib
 import json
 import re
 import shutil
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from data_prep.demo_tasks import MOTION_ANSWERS, SHAPE_QUESTIONS, make_demo_tasks  # noqa: E402
-from data_prep.make_demo_corpus import COLORS, MOTION_PHRASES, SHAPES, main  # noqa: E402
-from snps3_ds.downstream.annotations import load_annotation  # noqa: E402
+from snps3_ds.demo.tasks import MOTION_ANSWERS, SHAPE_QUESTIONS, make_demo_tasks
+from snps3_ds.demo.cli import main
+from snps3_ds.demo.corpus import COLORS, MOTION_PHRASES, SHAPES
+from snps3_ds.downstream.annotations import load_annotation
 
 FILES = [f"{task}_{split}.json" for task in ("retrieval", "qa", "mc") for split in ("train", "test")]
 _BACKGROUND = re.compile(r"(on|over|against|in front of) a (black|grey|white|dark blue) background")

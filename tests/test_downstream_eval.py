@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import socket
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from snps3_ds.config import RunConfig
 from snps3_ds.data.loader import build_eval_loader
 from snps3_ds.downstream.annotations import Annotation, write_annotation
 from snps3_ds.downstream.texts import task_texts
+from snps3_ds.evaluation.context import EvalContext
 from snps3_ds.evaluation.embeddings import load_embeddings
 from snps3_ds.evaluation.mcqa import evaluate_mcqa
 from snps3_ds.evaluation.metrics import text_video_metrics
@@ -29,10 +29,10 @@ from snps3_ds.models.factory import build_model, build_tokenizer
 from snps3_ds.objectives.contrastive import text_video_scores
 from snps3_ds.tasks.qa import QATask, head_parameter_names
 
-from conftest import REPO, TINY_RECIPE, tiny_overrides
+from conftest import TINY_RECIPE, tiny_overrides
 
-sys.path.insert(0, str(REPO / "launch"))
-import evaluate  # noqa: E402
+from snps3_ds.run import evaluate
+from snps3_ds.processes import free_port
 
 KEYS = [f"test_{i:06d}" for i in range(8)]  # the tiny corpus's held-out sample keys
 ANSWERS = ["red", "green", "blue", "left", "right"]
@@ -98,10 +98,11 @@ def _evaluate_all(cfg: RunConfig, rank: int, world: int) -> dict:
         return build_eval_loader(cfg.data, tokenizer, 1, clips, texts=task_texts(annotation, train=False))
 
     options = RetrievalOptions("demo_test", clips, rerank_k=3, exhaustive=True, chunk=5, worst=4)
-    retrieval = run_retrieval(model, loader(RETRIEVAL), 0.05, options, rank=rank, world_size=world)
-    answers = evaluate_qa(qa, loader(QA), "demo_qa_test", clips, rank=rank, world_size=world,
+    ctx = EvalContext(rank=rank, world_size=world)
+    retrieval = run_retrieval(model, loader(RETRIEVAL), 0.05, options, ctx)
+    answers = evaluate_qa(qa, loader(QA), "demo_qa_test", clips, ctx,
                           question_type=lambda video, order: "first" if order == 0 else "later")
-    choices = evaluate_mcqa(model, loader(MC), 0.05, "demo_mc", clips, rank=rank, world_size=world)
+    choices = evaluate_mcqa(model, loader(MC), 0.05, "demo_mc", clips, ctx)
     return {"metrics": {**retrieval.metrics, **answers.metrics, **choices.metrics}, "worst": retrieval.worst,
             "qa": answers.records, "mc": choices.records, "keys": retrieval.features.keys,
             "text_features": retrieval.features.text_features}
@@ -117,16 +118,10 @@ def _rank_worker(rank: int, world: int, port: int, cfg: RunConfig, results: dict
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_ranks_give_the_same_metrics_as_one(tiny_config: RunConfig) -> None:
     results = mp.Manager().dict()
-    mp.spawn(_rank_worker, args=(2, _free_port(), tiny_config, results), nprocs=2, join=True)
+    mp.spawn(_rank_worker, args=(2, free_port(), tiny_config, results), nprocs=2, join=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -10,14 +10,12 @@ from pathlib import Path
 import pytest
 
 from snps3_ds.config import ConfigError
-from snps3_ds.data.shards import ShardSpecError
+from snps3_ds.data.stream.shards import ShardSpecError
 
 from conftest import REPO, TINY_RECIPE, tiny_overrides
-from launching import free_port as _free_port, run_ok as _run
+from launching import free_port, run_ok as _run
 
-sys.path.insert(0, str(REPO / "launch"))
-import evaluate  # noqa: E402
-import pretrain  # noqa: E402
+from snps3_ds.run import evaluate, pretrain
 
 TINY_DS = REPO / "ds_configs" / "tiny_fp32.json"
 
@@ -62,7 +60,7 @@ def test_end_to_end_deepspeed_zero2_two_cpu_ranks(tiny_corpus: Path, tmp_path: P
     optimizer partition, and evaluation reads the consolidated fp32 weights back."""
     run_dir = tmp_path / "run"
     deepspeed = str(Path(sys.executable).parent / "deepspeed")
-    out = _run([deepspeed, "--num_gpus", "2", "--master_port", str(_free_port()), "launch/pretrain.py",
+    out = _run([deepspeed, "--num_gpus", "2", "--master_port", str(free_port()), "launch/pretrain.py",
                 "--config", str(TINY_RECIPE), "--ds_config", "ds_configs/zero2.json",
                 *tiny_overrides(tiny_corpus, run_dir), "train.micro_batch_size=16", "train.max_steps=3"])
     assert "micro 16 x accumulation 1 x world 2 = global batch 32, bf16, ZeRO stage 2" in out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -11,20 +10,18 @@ import yaml
 
 from conftest import REPO, TINY_RECIPE, tiny_overrides
 from snps3_ds.config import load_config
-from snps3_ds.engine.checkpoint import load_task_state
-from snps3_ds.evaluation.weights import load_weights, read_task_state
+from snps3_ds.engine.weights import load_task_state, load_weights, read_task_state
 from snps3_ds.models.factory import build_model, build_tokenizer
 
-sys.path.insert(0, str(REPO / "launch"))
-import export  # noqa: E402
-import pretrain  # noqa: E402
+from snps3_ds.engine.export import export_checkpoint
+from snps3_ds.run import pretrain
 
 
 def test_export_round_trip_from_a_torch_engine_checkpoint(tiny_corpus: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     pretrain.main(["--engine", "torch", "--config", str(TINY_RECIPE), "--ds_config", str(REPO / "ds_configs/tiny_fp32.json"),
                    *tiny_overrides(tiny_corpus, run_dir), "train.max_steps=2"])
-    out = export.main([str(run_dir / "checkpoints"), str(tmp_path / "export")])
+    out = export_checkpoint(run_dir / "checkpoints", tmp_path / "export")
     exported, original = read_task_state(out), load_task_state(run_dir / "checkpoints")
     assert exported.keys() == original.keys()
     assert all(torch.equal(exported[k], original[k].float() if original[k].is_floating_point() else original[k])

@@ -4,7 +4,6 @@ launch/finetune.py — the pre-training trainer, engines, checkpoints and loggin
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +12,7 @@ from conftest import REPO, TINY_RECIPE, tiny_overrides
 from launching import deepspeed_cmd, run_ok
 from snps3_ds.config import ConfigError
 
-sys.path.insert(0, str(REPO / "launch"))
-import finetune  # noqa: E402
-import pretrain  # noqa: E402
+from snps3_ds.run import finetune, pretrain
 
 TINY_DS = str(REPO / "ds_configs" / "tiny_fp32.json")
 
@@ -23,7 +20,7 @@ TINY_DS = str(REPO / "ds_configs" / "tiny_fp32.json")
 @pytest.fixture(scope="module")
 def pretrained(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3-step tiny pre-training and the demo task files of the tiny corpus."""
-    from data_prep.demo_tasks import make_demo_tasks
+    from snps3_ds.demo.tasks import make_demo_tasks
 
     if not (tiny_corpus / "tasks" / "qa_train.json").is_file():
         make_demo_tasks(tiny_corpus)
@@ -57,8 +54,8 @@ def test_finetune_retrieval_evaluates_with_split_and_clip_names(tiny_corpus: Pat
 
 def test_finetune_qa_trains_head_and_model_and_evaluates_the_same_from_its_checkpoint(
         tiny_corpus: Path, pretrained: Path, tmp_path: Path) -> None:
-    import evaluate
-    from snps3_ds.evaluation.weights import read_task_state
+    from snps3_ds.engine.weights import read_task_state
+    from snps3_ds.run import evaluate
 
     run_dir = tmp_path / "qa"
     finetune.main(["--engine", "torch", "--task", "qa", "--init", str(pretrained), *_task_args(

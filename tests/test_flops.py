@@ -20,7 +20,7 @@ MASKED = 2  # caption tokens masked per caption in the test batch
 
 
 def _batch(cfg: RunConfig, tokenizer, videos: int) -> VideoTextBatch:
-    from snps3_ds.data.text import tokenize
+    from snps3_ds.data.text.tokens import tokenize
 
     ids, mask = tokenize(tokenizer, [f"a red circle number {i} moves left" for i in range(videos)],
                          cfg.data.max_text_len)

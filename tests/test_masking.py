@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from snps3_ds.config import MaskingConfig
-from snps3_ds.data.text import IGNORE_INDEX, SpecialIds, load_tokenizer, mlm_mask, tokenize
+from snps3_ds.data.text.tokens import IGNORE_INDEX, SpecialIds, load_tokenizer, mlm_mask, tokenize
 
 CAPTIONS = ["a small red circle moves to the left on a grey background",
             "on a black background a large blue square slides upward",

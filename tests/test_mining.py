@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_prep.caption_sources import CaptionSourceError, iter_captions
-from data_prep.mine_significant_words import (competition_rank, ensure_table, lemma_variants, main, mine,
+from snps3_ds.mining.captions import CaptionSourceError, iter_captions
+from snps3_ds.mining.mine import (competition_rank, ensure_table, lemma_variants, main, mine,
                                               pos_shares, vocab_columns)
-from snps3_ds.data.significance import load_significance
-from snps3_ds.data.text import load_tokenizer
+from snps3_ds.data.text.significance import load_significance
+from snps3_ds.data.text.tokens import load_tokenizer
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 FLICKR = REALDATA / "captions" / "Flickr8k.token.txt"

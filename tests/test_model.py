@@ -14,7 +14,7 @@ from snps3_ds.tasks.pretrain import PretrainTask
 
 
 def _batch(cfg: RunConfig, tokenizer, videos: int = 3) -> VideoTextBatch:
-    from snps3_ds.data.text import tokenize
+    from snps3_ds.data.text.tokens import tokenize
 
     ids, mask = tokenize(tokenizer, ["a red circle moves left"] * videos, cfg.data.max_text_len)
     labels = torch.full_like(ids, -100)
@@ -98,7 +98,7 @@ def _tiny(*overrides: str) -> tuple[RunConfig, object, object]:
 
 
 def _lvwm_batch(cfg: RunConfig, tokenizer, videos: int = 4) -> VideoTextBatch:
-    from snps3_ds.data.text import tokenize
+    from snps3_ds.data.text.tokens import tokenize
 
     captions = ["a red circle moves left", "a blue square jumps", "a red circle moves left", "two green stars"]
     batch = _batch(cfg, tokenizer, videos)
@@ -202,7 +202,7 @@ def test_model_count_params_script(capsys, monkeypatch) -> None:
 def test_model_attentive_masking_replaces_the_loader_mask(tiny_config: RunConfig) -> None:
     """With masking.attentive_probability=1 every training step masks by text-pass attention: the
     reference's count max(int(0.15 n), 1) per caption, all [MASK], labels the original tokens."""
-    from snps3_ds.data.text import SpecialIds
+    from snps3_ds.data.text.tokens import SpecialIds
     from snps3_ds.tasks.attentive import AttentiveMasking
 
     tokenizer = build_tokenizer(tiny_config.model)

@@ -14,12 +14,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from data_prep.mine_significant_words import vocab_columns, write_table
+from snps3_ds.mining.mine import vocab_columns, write_table
 from snps3_ds.config import ConfigError, MaskingConfig, load_config
-from snps3_ds.data.loader import Collator, DecodedSample, _WorkerRandom
-from snps3_ds.data.mssm import MssmVocab, attentive_mask, caption_positions, choose_words, mssm_count, mssm_mask
-from snps3_ds.data.significance import SignificanceError, load_significance
-from snps3_ds.data.text import IGNORE_INDEX, SpecialIds, tokenize
+from snps3_ds.data.collate import Collator
+from snps3_ds.data.decode.sample import DecodedSample
+from snps3_ds.data.seeds import WorkerRandom
+from snps3_ds.data.text.mssm import MssmVocab, attentive_mask, caption_positions, choose_words, mssm_count, mssm_mask
+from snps3_ds.data.text.significance import SignificanceError, load_significance
+from snps3_ds.data.text.tokens import IGNORE_INDEX, SpecialIds, tokenize
 
 CONTENT = ("dog", "man", "woman", "women", "running", "runs", "red", "ball", "grass", "jumping", "shirt", "water",
            "beach", "boy", "girl", "playing", "blue", "small", "field", "snow")
@@ -161,7 +163,7 @@ def _samples(count: int) -> list[DecodedSample]:
 
 def _collate(table_dir: Path, tokenizer, seed: int, rank: int, masking: MaskingConfig | None = None):
     masking = masking or MaskingConfig(kind="mssm", significance_dir=str(table_dir))
-    return Collator(tokenizer, 24, 1, masking, True, _WorkerRandom(seed, rank, 2))(_samples(32))
+    return Collator(tokenizer, 24, 1, masking, True, WorkerRandom(seed, rank, 2))(_samples(32))
 
 
 def test_mssm_collator_masks_and_chooses_words(table_dir: Path, tokenizer, vocab: MssmVocab) -> None:
@@ -173,7 +175,7 @@ def test_mssm_collator_masks_and_chooses_words(table_dir: Path, tokenizer, vocab
     assert torch.equal(batch.mlm_labels[chosen], batch.text_ids[chosen])
     mlm = _collate(table_dir, tokenizer, 0, 0, MaskingConfig(kind="mlm", significance_dir=str(table_dir)))
     assert mlm.word_positions is not None, "LVWM words are chosen whenever a table is configured"
-    evaluation = Collator(tokenizer, 24, 1, None, False, _WorkerRandom(0, 0, 2))(_samples(4))
+    evaluation = Collator(tokenizer, 24, 1, None, False, WorkerRandom(0, 0, 2))(_samples(4))
     assert evaluation.word_positions is None and (evaluation.mlm_labels == IGNORE_INDEX).all()
 
 
@@ -197,7 +199,7 @@ class _SameSamplesEveryWorker(IterableDataset):
 def test_mssm_dataloader_workers_draw_different_masks(table_dir: Path, tokenizer) -> None:
     def worker_labels() -> list[torch.Tensor]:
         masking = MaskingConfig(kind="mssm", significance_dir=str(table_dir))
-        collate = Collator(tokenizer, 24, 1, masking, True, _WorkerRandom(0, 0, 2))
+        collate = Collator(tokenizer, 24, 1, masking, True, WorkerRandom(0, 0, 2))
         loader = DataLoader(_SameSamplesEveryWorker(collate), batch_size=None, num_workers=2)
         return [batch.mlm_labels for batch in loader]
 
@@ -213,6 +215,6 @@ def test_mssm_config_and_table_errors_name_the_problem(table_dir: Path, tokenize
     assert cfg.masking.kind == "mssm" and cfg.masking.top_k == 100 and cfg.masking.word_chosen_num == 3
     with pytest.raises(SignificanceError, match="significance.json"):
         Collator(tokenizer, 24, 1, MaskingConfig(kind="mssm", significance_dir=str(tmp_path)), True,
-                 _WorkerRandom(0, 0, 2))
+                 WorkerRandom(0, 0, 2))
     with pytest.raises(SignificanceError, match="another vocabulary"):
         load_significance(table_dir).check_vocab(["[PAD]", "hello"])

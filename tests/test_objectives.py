@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 
 import pytest
 import torch
@@ -15,6 +14,7 @@ import torch.nn.functional as F
 
 from snps3_ds.objectives.contrastive import GlobalContrastiveLoss
 from snps3_ds.objectives.mlm import mlm_loss
+from snps3_ds.processes import free_port
 
 
 def reference_contrastive(text: torch.Tensor, clips: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -65,12 +65,6 @@ def test_mlm_loss_matches_cross_entropy_and_handles_no_mask() -> None:
     empty = mlm_loss(logits[:0], targets[:0])
     assert float(empty.loss.detach()) == 0.0 and empty.count == 0
     empty.loss.backward()  # a batch with nothing masked still backpropagates
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -356,7 +350,7 @@ def _equivalence_worker(rank: int, world: int, port: int, results: dict) -> None
 def two_rank_results() -> tuple[dict, dict]:
     """One 2-rank run shared by the equivalence tests, and the single-process run on the full batch."""
     results = mp.Manager().dict()
-    mp.spawn(_equivalence_worker, args=(2, _free_port(), results), nprocs=2, join=True)
+    mp.spawn(_equivalence_worker, args=(2, free_port(), results), nprocs=2, join=True)
     text, clips, mask, words, temperature = _equivalence_inputs()
     inputs = _leaf(text, clips, words, temperature)
     out = _equivalence_losses(inputs[0], inputs[1], mask, inputs[2], inputs[3], 0, 1)

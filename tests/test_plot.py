@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "launch"))
 
-import plot  # noqa: E402
+from snps3_ds.reports import curves as plot
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -5,7 +5,6 @@ through launch/evaluate.py on the tiny corpus (an untrained model, and a checkpo
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,21 +14,22 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from data_prep.demo_tasks import make_demo_tasks
+from snps3_ds.demo.tasks import make_demo_tasks
 from snps3_ds.config import RunConfig
 from snps3_ds.data.batch import VideoTextBatch
-from snps3_ds.data.text import tokenize
+from snps3_ds.data.text.tokens import tokenize
 from snps3_ds.downstream.annotations import load_annotation
 from snps3_ds.evaluation import qa_zero_shot
 from snps3_ds.evaluation.metrics import qa_accuracy
-from snps3_ds.evaluation.qa_zero_shot import (Statements, evaluate_qa_zero_shot, pick_answers, resolve_template,
+from snps3_ds.evaluation.context import EvalContext
+from snps3_ds.evaluation.qa_zero_shot import (Statements, ZeroShotOptions, evaluate_qa_zero_shot, pick_answers,
+                                              resolve_template,
                                               score_questions, zero_shot_metrics)
 from snps3_ds.models.factory import build_model
 
-from conftest import REPO, TINY_RECIPE, tiny_overrides
+from conftest import TINY_RECIPE, tiny_overrides
 
-sys.path.insert(0, str(REPO / "launch"))
-import evaluate  # noqa: E402
+from snps3_ds.run import evaluate
 
 COLOURS = ["red", "green", "blue"]
 
@@ -128,8 +128,8 @@ def colour_batches(tokenizer) -> list[VideoTextBatch]:
 
 def test_qa_zero_shot_known_ranking_dual_and_fusion(tokenizer) -> None:
     model = ColourModel(tokenizer)
-    result = evaluate_qa_zero_shot(model, colour_batches(tokenizer), COLOURS, "demo", 2, fusion=True,
-                                   question_type=lambda video, order: f"q{order}", tokenizer=tokenizer, chunk=4)
+    options = ZeroShotOptions(fusion=True, question_type=lambda video, order: f"q{order}", chunk=4)
+    result = evaluate_qa_zero_shot(model, colour_batches(tokenizer), COLOURS, "demo", 2, tokenizer, options=options)
     rows = [(r["video"], r["order"], r["answer"], r["predicted"], r["correct"]) for r in result.records]
     assert rows == [("v0", 0, "red", "red", True), ("v0", 1, None, "red", False), ("v1", 0, "green", "green", True),
                     ("v2", 0, "red", "green", False), ("v3", 0, "blue", "blue", True)]
@@ -142,8 +142,8 @@ def test_qa_zero_shot_known_ranking_dual_and_fusion(tokenizer) -> None:
     assert result.metrics["demo/qa/num_questions"] == 5
     assert sum(model.encoded) == 2 * 3 and max(model.encoded) <= 4  # 2 distinct questions x 3 answers, chunked
     model.encoded.clear()
-    answer_only = evaluate_qa_zero_shot(model, colour_batches(tokenizer), COLOURS, "demo", 2, template="answer",
-                                        tokenizer=tokenizer)
+    answer_only = evaluate_qa_zero_shot(model, colour_batches(tokenizer), COLOURS, "demo", 2, tokenizer,
+                                        options=ZeroShotOptions(template="answer"))
     assert model.encoded == [3]  # one set of statements shared by every question
     assert answer_only.metrics["demo/qa/zs_acc@2clips"] == pytest.approx(60.0)
 
@@ -151,11 +151,11 @@ def test_qa_zero_shot_known_ranking_dual_and_fusion(tokenizer) -> None:
 def test_qa_zero_shot_two_ranks_give_the_records_of_one(tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
     model = ColourModel(tokenizer)
     first, second = colour_batches(tokenizer)
-    single = evaluate_qa_zero_shot(model, [first, second], COLOURS, "demo", 2, tokenizer=tokenizer)
+    single = evaluate_qa_zero_shot(model, [first, second], COLOURS, "demo", 2, tokenizer)
     statements = Statements(model, tokenizer, COLOURS)
     rank1 = score_questions(model, [second], statements, 0.05)  # what rank 1 would have read and scored
     monkeypatch.setattr(qa_zero_shot, "gather_objects", lambda local, world_size: [local, rank1])
-    rank0 = evaluate_qa_zero_shot(model, [first], COLOURS, "demo", 2, rank=0, world_size=2, tokenizer=tokenizer)
+    rank0 = evaluate_qa_zero_shot(model, [first], COLOURS, "demo", 2, tokenizer, EvalContext(rank=0, world_size=2))
     assert rank0.records == single.records and rank0.metrics == single.metrics
 
 

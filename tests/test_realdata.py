@@ -5,7 +5,6 @@ clips. Select with `pytest -k realdata`."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,17 +13,15 @@ import torch
 from shard_factory import REALDATA, data_config, raw_samples
 from snps3_ds.config import ModelConfig
 from snps3_ds.data.loader import build_eval_loader
-from snps3_ds.data.readers import read_manifest
-from snps3_ds.data.transforms import IMAGENET_STD
+from snps3_ds.datasets import read_manifest
+from snps3_ds.data.decode.transforms import IMAGENET_STD
 from snps3_ds.models.factory import build_tokenizer
 
 from conftest import REPO, TINY_RECIPE
 
 pytestmark = pytest.mark.skipif(not REALDATA.is_dir(), reason=f"real test material not found at {REALDATA}")
-sys.path.insert(0, str(REPO / "data_prep"))
-sys.path.insert(0, str(REPO / "launch"))
-import build_shards  # noqa: E402
-import verify_shards  # noqa: E402
+from snps3_ds.sharding import build as build_shards
+from snps3_ds.sharding import verify as verify_shards
 
 V2D_SHARD = REALDATA / "shards" / "video2dataset-000000.tar"
 DALI_READY = [("dali_cpu_ready/pool_cleaning_vp9.webm", "a person cleans a swimming pool"),
@@ -84,7 +81,7 @@ def test_realdata_video2dataset_caption_comes_from_txt(tokenizer) -> None:
 def test_realdata_manifest_builds_verifies_and_trains(realdata_shards: Path, tmp_path: Path) -> None:
     report = verify_shards.main([str(realdata_shards), "--workers", "1"])
     assert report["ok"] == 15 and {"h264", "mjpeg", "vp9"} <= set(report["codecs"])
-    import pretrain
+    from snps3_ds.run import pretrain
 
     run_dir = tmp_path / "run"
     pretrain.main(["--engine", "torch", "--config", str(TINY_RECIPE), "--ds_config",
@@ -125,8 +122,8 @@ def test_realdata_pyav_seeking_gives_the_frames_of_a_full_decode() -> None:
 
     import numpy as np
 
-    from snps3_ds.data.decode import PyAVDecoder, segment_indices
-    from snps3_ds.data.media import decode_indices_pyav, probe_video
+    from snps3_ds.data.decode.backends import PyAVDecoder, segment_indices
+    from snps3_ds.data.decode.pyav import decode_indices_pyav, probe_video
 
     small = ["dali_cpu_ready/pool_cleaning_vp9.webm", "dali_cpu_ready/arm_wrestling_mjpeg.avi", "moviepy/bitmap.mp4",
              "mmaction2/tests_data_test.avi", "mmaction2/demo_demo.mp4", "moviepy/example.mp4", "moviepy/transparent.webm"]

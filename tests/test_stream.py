@@ -10,10 +10,10 @@ import torch
 
 from shard_factory import data_config, meta_bytes, truncate, write_set
 from snps3_ds.config import MaskingConfig
-from snps3_ds.data.loader import build_train_loader
-from snps3_ds.data.shards import resolve_shards
-from snps3_ds.data.stream import ResumableSamples
-from snps3_ds.data.tar_index import index_shard
+from snps3_ds.data.loader import StreamPlacement, build_train_loader
+from snps3_ds.data.stream.shards import resolve_shards
+from snps3_ds.data.stream.reader import ResumableSamples
+from snps3_ds.data.stream.index import index_shard
 
 
 def _text_set(prefix: Path, count: int, shard_size: int) -> list[str]:
@@ -53,12 +53,12 @@ def test_stream_continues_from_a_saved_position(tmp_path: Path) -> None:
 def test_stream_loader_state_resumes_batches_exactly(tmp_path: Path, tokenizer, vp9: Path) -> None:
     data = data_config(train_shards=[str(vp9 / "train")], num_workers=2)
     masking = MaskingConfig()
-    first = build_train_loader(data, masking, tokenizer, 2, rank=0, seed=3)
+    first = build_train_loader(data, masking, tokenizer, 2, StreamPlacement(0, 1, 3))
     for _ in range(3):
         next(first)
     state = first.state_dict()
     expected = [next(first) for _ in range(4)]
-    resumed = build_train_loader(data, masking, tokenizer, 2, rank=0, seed=3, resume=state)
+    resumed = build_train_loader(data, masking, tokenizer, 2, StreamPlacement(0, 1, 3), resume=state)
     for want in expected:
         got = next(resumed)
         assert got.keys == want.keys
@@ -68,10 +68,10 @@ def test_stream_loader_state_resumes_batches_exactly(tmp_path: Path, tokenizer, 
 
 def test_stream_changed_layout_starts_a_new_epoch(tmp_path: Path, tokenizer, vp9: Path, caplog) -> None:
     data = data_config(train_shards=[str(vp9 / "train")], num_workers=0)
-    first = build_train_loader(data, MaskingConfig(), tokenizer, 2, rank=0, seed=3)
+    first = build_train_loader(data, MaskingConfig(), tokenizer, 2, StreamPlacement(0, 1, 3))
     next(first)
     state = first.state_dict()
-    other = build_train_loader(data, MaskingConfig(), tokenizer, 2, rank=0, seed=3, world_size=2, resume=state)
+    other = build_train_loader(data, MaskingConfig(), tokenizer, 2, StreamPlacement(0, 2, 3), resume=state)
     next(other)
     assert "layout changed" in caplog.text
 
@@ -90,9 +90,9 @@ def test_stream_index_without_idx_and_with_truncation(tmp_path: Path) -> None:
 
 def test_stream_dali_reader_resumes_by_count_with_a_fresh_order(tokenizer, vp9: Path, caplog) -> None:
     data = data_config(train_shards=[str(vp9 / "train")], decoder="dali")
-    first = build_train_loader(data, MaskingConfig(), tokenizer, 2, rank=0, seed=3)
+    first = build_train_loader(data, MaskingConfig(), tokenizer, 2, StreamPlacement(0, 1, 3))
     next(first), next(first)
     assert first.state_dict() == {"dali_batches": 2}
-    resumed = build_train_loader(data, MaskingConfig(), tokenizer, 2, rank=0, seed=3, resume=first.state_dict())
+    resumed = build_train_loader(data, MaskingConfig(), tokenizer, 2, StreamPlacement(0, 1, 3), resume=first.state_dict())
     next(resumed)
     assert resumed.state_dict() == {"dali_batches": 3} and "new shuffle seed" in caplog.text

@@ -120,10 +120,8 @@ def test_multinode_two_launchers_on_one_machine_train_together(tiny_corpus: Path
 
 
 def test_validation_during_pretraining_logs_val_rows(tiny_corpus: Path, tmp_path: Path) -> None:
-    import sys
 
-    sys.path.insert(0, str(REPO / "launch"))
-    import pretrain
+    from snps3_ds.run import pretrain
 
     run_dir = tmp_path / "run"
     pretrain.main(["--engine", "torch", *_pretrain_args(tiny_corpus, run_dir, "train.max_steps=3",

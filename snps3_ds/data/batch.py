@@ -1,9 +1,12 @@
-"""The one batch contract: every loader produces a VideoTextBatch and every task consumes one."""
+"""The one batch contract: every loader produces a VideoTextBatch and every task consumes one; and the
+contract of the endless training stream that hands them to the trainer."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 
@@ -73,3 +76,20 @@ class VideoTextBatch:
             if isinstance(value, torch.Tensor):
                 pinned[name] = value.pin_memory()
         return VideoTextBatch(**pinned)
+
+
+class BatchStream(Protocol):
+    """The training stream the trainer reads: endless batches, a position to save, skip counts to log.
+
+    `state_dict()` is this rank's position after the last batch taken, JSON-like plain data; the loader
+    that made the stream takes it back as `resume` and continues with the next batch. `stats()` gives the
+    `data/...` skip counters for the metrics log.
+    """
+
+    def __iter__(self) -> Iterator[VideoTextBatch]: ...
+
+    def __next__(self) -> VideoTextBatch: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def stats(self) -> dict[str, float]: ...

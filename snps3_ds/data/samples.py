@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from snps3_ds.data.decode import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from snps3_ds.data.errors import DecodeError
 
+VIDEO_EXTENSIONS = ("mp4", "webm", "avi", "mkv", "mov")
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
 
 

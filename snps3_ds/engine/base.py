@@ -1,8 +1,7 @@
-"""The narrow seam between the trainer and whatever runs the optimisation (DeepSpeed or plain torch)."""
+"""The narrow seam between the trainer and whatever runs the optimisation (DeepSpeed, plain torch, DDP)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -14,13 +13,21 @@ from snps3_ds.tasks.base import TaskOutput
 
 
 class Engine(Protocol):
-    """forward -> backward -> step once per micro-batch; step() says when an optimiser step happened."""
+    """forward -> backward -> step once per micro-batch; step() says when an optimiser step happened.
+
+    `module` is the task (model + objectives) in the engine's dtype on `device`; `frames_dtype` is what
+    frames are cast to before the model sees them (None: left as the loader made them); `optimizer` is
+    the optimiser (or DeepSpeed's wrapper of it), for reports such as the state each rank holds.
+    """
 
     rank: int
     world_size: int
     micro_batch_size: int
     grad_accum: int
     module: nn.Module
+    device: torch.device
+    frames_dtype: torch.dtype | None
+    optimizer: Any
 
     def forward(self, batch: VideoTextBatch) -> TaskOutput: ...
 
@@ -49,9 +56,3 @@ def mean_over_ranks(values: dict[str, float], world_size: int) -> dict[str, floa
     tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64)
     torch.distributed.all_reduce(tensor)
     return {k: float(v) / world_size for k, v in zip(keys, tensor.tolist())}
-
-
-def share_cpu_threads(local_world_size: int) -> None:
-    """On CPU, give each local rank its share of the cores instead of every rank using all of them."""
-    if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world_size)))

@@ -6,8 +6,6 @@ deepspeed.initialize; ZeRO, precision, accumulation and clipping are then DeepSp
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -19,26 +17,6 @@ from snps3_ds.data.batch import VideoTextBatch
 from snps3_ds.engine.ds_config import EngineSettings
 from snps3_ds.engine.optim import build_optimizer, build_scheduler, param_groups
 from snps3_ds.tasks.base import TaskOutput
-
-
-def init_distributed() -> tuple[int, int, int]:
-    """Start torch.distributed through DeepSpeed; a plain `python` run becomes a world of one.
-
-    Returns (rank, world size, local world size).
-    """
-    import deepspeed
-    from deepspeed.accelerator import get_accelerator
-
-    if "RANK" not in os.environ:  # not started by a launcher: one process, a free local port
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1",
-                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name(),
-                               auto_mpi_discovery=False)
-    world = torch.distributed.get_world_size()
-    return torch.distributed.get_rank(), world, int(os.environ.get("LOCAL_SIZE", world))
 
 
 class DeepSpeedEngine:

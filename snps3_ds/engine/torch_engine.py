@@ -1,41 +1,66 @@
-"""A plain-PyTorch engine with the DeepSpeed engine's methods, for one process: debugging and fast tests.
+"""A plain-PyTorch engine with the DeepSpeed engine's methods: one process for debugging and fast tests,
+and, with several ranks, torch DistributedDataParallel, the baseline `benchmark.py train` measures ZeRO
+against.
 
-It reads the same ds_config (micro-batch, accumulation, clipping, precision) so both engines train the
-same run; it does not implement ZeRO or multi-process training.
+It reads the same ds_config (micro-batch, accumulation, clipping, precision as autocast; fp16 adds a
+GradScaler) so both engines train the same run; it does not implement ZeRO.
 """
 
 from __future__ import annotations
 
-import os
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from snps3_ds.config import ConfigError, OptimConfig
 from snps3_ds.data.batch import VideoTextBatch
 from snps3_ds.engine.ds_config import EngineSettings
 from snps3_ds.engine.optim import build_optimizer, build_scheduler
+from snps3_ds.processes import Processes
 from snps3_ds.tasks.base import TaskOutput
+
+
+class _TupleOutput(nn.Module):
+    """The task with a (loss, losses, metrics) result: DDP's static-graph hooks only see tensors in
+    containers torch's pytree knows, and TaskOutput is a plain dataclass."""
+
+    def __init__(self, task: nn.Module) -> None:
+        super().__init__()
+        self.task = task
+
+    def forward(self, batch: VideoTextBatch) -> tuple[torch.Tensor, dict, dict]:
+        out = self.task(batch)
+        return out.loss, out.losses, out.metrics
+
+
+def _ddp(task: nn.Module, settings: EngineSettings, device: torch.device) -> DistributedDataParallel:
+    """The model has parameters no objective reaches (DeepSpeed ignores those), which DDP must be told
+    about: static_graph when every micro-step reduces; with accumulation find_unused_parameters, because
+    static_graph breaks on no_sync micro-steps (reducer "expect_autograd_hooks_" assertion)."""
+    static = settings.grad_accum == 1
+    return DistributedDataParallel(_TupleOutput(task), device_ids=[device.index] if device.type == "cuda" else None,
+                                   static_graph=static, find_unused_parameters=not static)
 
 
 class TorchEngine:
     def __init__(self, task: nn.Module, settings: EngineSettings, optim: OptimConfig, max_steps: int,
-                 visual_names: set[str]) -> None:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise ConfigError("the torch engine runs one process; use --engine deepspeed for several ranks")
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+                 visual_names: set[str], procs: Processes) -> None:
+        self.device = procs.device
         if settings.precision == "fp16" and self.device.type == "cpu":
             raise ConfigError(f"{settings.path}: fp16 needs a GPU; use bf16 or fp32 on the CPU")
         self.module = task.to(self.device)
         self.frames_dtype = None  # autocast decides compute precision; inputs stay fp32
         self.settings = settings
-        self.rank, self.world_size = 0, 1
+        self.rank, self.world_size = procs.rank, procs.world
+        self.ddp = _ddp(task, settings, self.device) if procs.world > 1 else None
         self.micro_batch_size, self.grad_accum = settings.micro_batch_size, settings.grad_accum
         self.optimizer = build_optimizer(task, optim, visual_names)
         self.scheduler = build_scheduler(self.optimizer, optim, max_steps)
+        self.scaler = torch.amp.GradScaler(self.device.type) if settings.precision == "fp16" else None
         self._micro = 0
         self._grad_norm: float | None = None
 
@@ -47,19 +72,30 @@ class TorchEngine:
 
     def forward(self, batch: VideoTextBatch) -> TaskOutput:
         self.module.train()
+        batch = batch.to(self.device)
         with self._autocast():
-            return self.module(batch.to(self.device))
+            if self.ddp is None:
+                return self.module(batch)
+            self.ddp.require_backward_grad_sync = (self._micro + 1) % self.grad_accum == 0  # what no_sync() toggles
+            return TaskOutput(*self.ddp(batch))
 
     def backward(self, loss: torch.Tensor) -> None:
-        (loss / self.grad_accum).backward()
+        loss = loss / self.grad_accum
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
 
     def step(self) -> bool:
         self._micro += 1
         if self._micro % self.grad_accum:
             return False
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
         clip = self.settings.gradient_clipping if self.settings.gradient_clipping > 0 else float("inf")
         self._grad_norm = float(torch.nn.utils.clip_grad_norm_(self.module.parameters(), clip))
-        self.optimizer.step()
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         return True
@@ -71,13 +107,13 @@ class TorchEngine:
         return self._grad_norm
 
     def loss_scale(self) -> float | None:
-        return None
+        return float(self.scaler.get_scale()) if self.scaler else None
 
     def overflow_steps(self) -> int:
         return 0
 
     def load(self, save_dir: Path, tag: str) -> dict[str, Any]:
-        state = torch.load(Path(save_dir) / tag / "model_states.pt", map_location=self.device, weights_only=False)
+        state = torch.load(Path(save_dir) / tag / "model_states.pt", map_location=self.device, weights_only=True)
         self.module.load_state_dict(state["module"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -85,7 +121,10 @@ class TorchEngine:
         return state["client_state"]
 
     def save(self, save_dir: Path, tag: str, client_state: dict[str, Any]) -> None:
-        """Same layout as DeepSpeed: save_dir/tag/... and save_dir/latest naming the newest tag."""
+        """Same layout as DeepSpeed: save_dir/tag/... and save_dir/latest naming the newest tag. The replicas
+        are identical, so rank 0 writes them."""
+        if self.rank != 0:
+            return
         folder = Path(save_dir) / tag
         folder.mkdir(parents=True, exist_ok=True)
         torch.save({"module": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),

@@ -12,8 +12,8 @@ import signal
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +21,16 @@ import torch
 from tqdm import tqdm
 
 from snps3_ds.config import TrainConfig
-from snps3_ds.data.batch import VideoTextBatch
+from snps3_ds.data.batch import BatchStream, VideoTextBatch
 from snps3_ds.distributed import gather_objects
 from snps3_ds.engine import rng
 from snps3_ds.engine.base import Engine, mean_over_ranks
 from snps3_ds.engine.faults import StopSignal, agree_any, nonfinite_terms
 from snps3_ds.engine.run_checkpoints import mark_complete, prune, tag_for, write_rank_state
+from snps3_ds.engine.state import TrainState
 from snps3_ds.engine.system_stats import system_stats
 from snps3_ds.logging import RunLogger
 from snps3_ds.tasks.base import TaskOutput
-
-
-@dataclass
-class TrainState:
-    step: int = 0  # optimiser steps done
-    samples: int = 0  # training samples consumed, all ranks
-    nonfinite_skipped: int = 0  # micro-batches skipped on every rank because some rank's loss was not finite
 
 
 @dataclass
@@ -67,7 +61,7 @@ class _Window:
     start: float = field(default_factory=time.perf_counter)
 
 
-def train(engine: Engine, batches: Iterator[VideoTextBatch], cfg: TrainConfig, logger: RunLogger,
+def train(engine: Engine, batches: BatchStream, cfg: TrainConfig, logger: RunLogger,
           save_dir: Path, client_state: dict[str, Any], start: TrainState | None = None,
           hooks: TrainHooks | None = None) -> TrainResult:
     """Run optimiser steps until cfg.max_steps (counting from `start` when resuming); save every
@@ -102,7 +96,7 @@ def train(engine: Engine, batches: Iterator[VideoTextBatch], cfg: TrainConfig, l
             trace.close()
 
 
-def _one_step(engine: Engine, batches: Iterator[VideoTextBatch], cfg: TrainConfig, state: TrainState,
+def _one_step(engine: Engine, batches: BatchStream, cfg: TrainConfig, state: TrainState,
               window: _Window, stop: StopSignal, trace) -> bool:
     """Micro-batches until one optimiser step happened; returns whether all ranks agreed to stop."""
     micro, stop_agreed = 0, False
@@ -151,7 +145,7 @@ def _report_nonfinite(engine: Engine, state: TrainState, bad: list[str], batch: 
         print(f"step {state.step + 1}: skipping a micro-batch on all ranks: {culprits}", flush=True)
 
 
-def _row(engine: Engine, batches: Iterator[VideoTextBatch], state: TrainState, window: _Window,
+def _row(engine: Engine, batches: BatchStream, state: TrainState, window: _Window,
          hooks: TrainHooks) -> dict[str, float]:
     elapsed = time.perf_counter() - window.start
     row = mean_over_ranks({f"train/{k}": float(v) / max(1, window.counted) for k, v in window.sums.items()},
@@ -173,22 +167,18 @@ def _row(engine: Engine, batches: Iterator[VideoTextBatch], state: TrainState, w
         if hooks.peak_flops:
             row["perf/mfu"] = achieved / hooks.peak_flops
     row.update(system_stats())
-    stats = getattr(batches, "stats", None)
-    if callable(stats):  # skip counts by reason (`data/...`), this rank's view
-        row.update(stats())
+    row.update(batches.stats())  # skip counts by reason (`data/...`), this rank's view
     return row
 
 
 def save(engine: Engine, save_dir: Path, state: TrainState, client_state: dict[str, Any],
-         batches: Iterator[VideoTextBatch], keep: int) -> None:
-    """Collective. Engine states, then this rank's own state (data position, RNG), then — after every rank
-    finished — rank 0 marks the tag complete and prunes old ones."""
+         batches: BatchStream, keep: int) -> None:
+    """Collective. Engine states, then this rank's train state (counters, data position, RNG), then — after
+    every rank finished — rank 0 marks the tag complete and prunes old ones."""
     tag = tag_for(state.step)
-    engine.save(save_dir, tag, {**client_state, "train_state": asdict(state)})
-    data_state = batches.state_dict() if hasattr(batches, "state_dict") else None
-    write_rank_state(Path(save_dir) / tag, engine.rank,
-                     {"train_state": asdict(state), "data": data_state, "rng": rng.capture(engine.module),
-                      "world_size": engine.world_size})
+    engine.save(save_dir, tag, client_state)
+    state.data, state.rng = batches.state_dict(), rng.capture(engine.module)
+    write_rank_state(Path(save_dir) / tag, engine.rank, state.state_dict())
     if engine.world_size > 1:
         torch.distributed.barrier()
     if engine.rank == 0:

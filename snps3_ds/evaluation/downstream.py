@@ -11,6 +11,7 @@ from torch import nn
 
 from snps3_ds.data.batch import VideoTextBatch
 from snps3_ds.downstream.annotations import Annotation
+from snps3_ds.evaluation.context import EvalContext
 from snps3_ds.evaluation.mcqa import evaluate_mcqa
 from snps3_ds.evaluation.qa import evaluate_qa
 from snps3_ds.evaluation.retrieval import RetrievalOptions, run_retrieval
@@ -32,22 +33,28 @@ def question_type_of(annotation: Annotation):
     return lambda video, order: str(by_video[video][order]["type"])
 
 
+@dataclass(frozen=True)
+class DownstreamOptions:
+    num_clips: int  # clips per video (metric names carry it)
+    rerank_k: int = 0  # retrieval: fusion re-ranking of each query's top-k (0: off)
+    exhaustive: bool = False  # retrieval: also fusion-score every pair
+
+
 @torch.no_grad()
-def evaluate_annotation(task: nn.Module, model: SNPModel, annotation: Annotation,
-                        batches: Iterable[VideoTextBatch], num_clips: int, device: torch.device | str,
-                        rank: int, world_size: int, frames_dtype: torch.dtype | None = None, rerank_k: int = 0,
-                        exhaustive: bool = False) -> DownstreamResult:
+def evaluate_annotation(task: nn.Module, annotation: Annotation, batches: Iterable[VideoTextBatch],
+                        options: DownstreamOptions, ctx: EvalContext = EvalContext()) -> DownstreamResult:
+    """`task` is the trained task module; its `model` is the SNP model every protocol scores with."""
+    model: SNPModel = task.model
     temperature = float(model.temperature())
+    clips = options.num_clips
     if annotation.task == "retrieval":
-        options = RetrievalOptions(annotation.split, num_clips, rerank_k, exhaustive)
-        result = run_retrieval(model, batches, temperature, options, device, rank, world_size, frames_dtype)
+        retrieval = RetrievalOptions(annotation.split, clips, options.rerank_k, options.exhaustive)
+        result = run_retrieval(model, batches, temperature, retrieval, ctx)
         return DownstreamResult(result.metrics, result.worst)
     if annotation.task == "qa":
         if not isinstance(task, QATask):
             raise ValueError(f"{annotation.source}: open-ended QA needs a QA task with its answer head")
-        qa = evaluate_qa(task, batches, annotation.split, num_clips, device, rank, world_size,
-                         question_type_of(annotation), frames_dtype)
+        qa = evaluate_qa(task, batches, annotation.split, clips, ctx, question_type_of(annotation))
         return DownstreamResult(qa.metrics, [r for r in qa.records if r["prediction"] != r["label"]][:20])
-    mc = evaluate_mcqa(model, batches, temperature, annotation.split, num_clips, device, rank, world_size,
-                       frames_dtype)
+    mc = evaluate_mcqa(model, batches, temperature, annotation.split, clips, ctx)
     return DownstreamResult(mc.metrics, [r for r in mc.records if not r["right"]][:20])

@@ -18,6 +18,7 @@ from torch import nn
 
 from snps3_ds.data.batch import VideoTextBatch
 from snps3_ds.distributed import gather_objects
+from snps3_ds.evaluation.context import EvalContext
 from snps3_ds.models.snp import SNPModel
 
 
@@ -74,15 +75,14 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
         module.train(was_training)
 
 
-def labelled_batches(batches: Iterable[VideoTextBatch], device: torch.device | str,
-                     frames_dtype: torch.dtype | None, protocol: str) -> Iterator[VideoTextBatch]:
+def labelled_batches(batches: Iterable[VideoTextBatch], ctx: EvalContext, protocol: str) -> Iterator[VideoTextBatch]:
     """Downstream batches on the device; each must carry text_labels (answer ids, or 1/0 per option),
     which only an annotation-joined loader provides."""
     for batch in batches:
         if batch.text_labels is None:
             raise ValueError(f"{protocol} needs batch.text_labels: build the eval loader with "
                              "texts=task_texts(<annotation>, train=False)")
-        yield batch.to(device, frames_dtype=frames_dtype)
+        yield batch.to(ctx.device, frames_dtype=ctx.frames_dtype)
 
 
 def text_order(text_video_index: torch.Tensor) -> torch.Tensor:
@@ -108,13 +108,13 @@ def batch_features(model: SNPModel, batch: VideoTextBatch, keep_tokens: bool) ->
         text_order=text_order(batch.text_video_index.cpu()), text_labels=None if labels is None else labels.cpu())
 
 
-def extract_features(model: SNPModel, batches: Iterable[VideoTextBatch], device: torch.device | str = "cpu",
-                     frames_dtype: torch.dtype | None = None, keep_tokens: bool = True) -> EvalFeatures | None:
+def extract_features(model: SNPModel, batches: Iterable[VideoTextBatch], ctx: EvalContext,
+                     keep_tokens: bool = True) -> EvalFeatures | None:
     """This rank's features in stream order (None when its part of the stream is empty)."""
     parts = []
     with eval_mode(model):
         for batch in batches:
-            parts.append(batch_features(model, batch.to(device, frames_dtype=frames_dtype), keep_tokens))
+            parts.append(batch_features(model, batch.to(ctx.device, frames_dtype=ctx.frames_dtype), keep_tokens))
     return concat_features(parts) if parts else None
 
 
@@ -170,8 +170,7 @@ def gather_features(local: EvalFeatures | None, world_size: int) -> EvalFeatures
     return sort_by_key(concat_features(parts))
 
 
-def collect_features(model: SNPModel, batches: Iterable[VideoTextBatch], device: torch.device | str = "cpu",
-                     world_size: int = 1, frames_dtype: torch.dtype | None = None,
+def collect_features(model: SNPModel, batches: Iterable[VideoTextBatch], ctx: EvalContext,
                      keep_tokens: bool = True) -> EvalFeatures:
     """extract_features on this rank's part of the stream, then gather_features."""
-    return gather_features(extract_features(model, batches, device, frames_dtype, keep_tokens), world_size)
+    return gather_features(extract_features(model, batches, ctx, keep_tokens), ctx.world_size)

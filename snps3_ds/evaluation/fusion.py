@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from snps3_ds.distributed import gather_objects
+from snps3_ds.evaluation.context import EvalContext
 from snps3_ds.evaluation.features import EvalFeatures, eval_mode
 from snps3_ds.models.snp import SNPModel
 
@@ -25,12 +26,11 @@ PairScorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class FusionScorer:
     """Level-2 logits of (text, video) pairs named by their index in gathered EvalFeatures."""
 
-    def __init__(self, model: SNPModel, feats: EvalFeatures, device: torch.device | str = "cpu", rank: int = 0,
-                 world_size: int = 1, chunk: int = 256) -> None:
+    def __init__(self, model: SNPModel, feats: EvalFeatures, ctx: EvalContext, chunk: int = 256) -> None:
         if feats.clip_tokens is None:
             raise ValueError("fusion scoring needs the clip tokens: collect features with keep_tokens=True")
-        self.model, self.feats, self.device = model, feats, device
-        self.rank, self.world_size, self.chunk = rank, world_size, chunk
+        self.model, self.feats, self.device = model, feats, ctx.device
+        self.rank, self.world_size, self.chunk = ctx.rank, ctx.world_size, chunk
 
     def __call__(self, texts: torch.Tensor, videos: torch.Tensor) -> torch.Tensor:
         mine: dict[int, torch.Tensor] = {}

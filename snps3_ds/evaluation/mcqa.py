@@ -15,6 +15,7 @@ import torch
 
 from snps3_ds.data.batch import VideoTextBatch
 from snps3_ds.distributed import gather_objects
+from snps3_ds.evaluation.context import EvalContext
 from snps3_ds.evaluation.features import eval_mode, labelled_batches, text_order
 from snps3_ds.evaluation.metrics import choice_accuracy, metric_key
 from snps3_ds.models.snp import SNPModel
@@ -30,12 +31,11 @@ class MCResult:
 
 
 def score_questions(model: SNPModel, batches: Iterable[VideoTextBatch], temperature: float,
-                    device: torch.device | str = "cpu", frames_dtype: torch.dtype | None = None,
-                    options: int = OPTIONS) -> list[dict]:
+                    ctx: EvalContext = EvalContext(), options: int = OPTIONS) -> list[dict]:
     """This rank's questions, one record each."""
     records = []
     with eval_mode(model):
-        for batch in labelled_batches(batches, device, frames_dtype, "multi-choice evaluation"):
+        for batch in labelled_batches(batches, ctx, "multi-choice evaluation"):
             scores = option_scores(model, batch, temperature)
             labels = batch.text_labels.cpu()
             fusion, dual = scores.fusion.cpu(), scores.dual.cpu()
@@ -52,13 +52,11 @@ def score_questions(model: SNPModel, batches: Iterable[VideoTextBatch], temperat
 
 
 def evaluate_mcqa(model: SNPModel, batches: Iterable[VideoTextBatch], temperature: float, split: str,
-                  num_clips: int | None, device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
-                  frames_dtype: torch.dtype | None = None) -> MCResult:
+                  num_clips: int | None, ctx: EvalContext = EvalContext()) -> MCResult:
     """`<split>/mc/acc@<clips>clips` (fusion), `<split>/mc/acc_dual@<clips>clips` and the question count.
     Call on every rank; every rank gets the same result."""
-    del rank  # each rank's share is the stream's; kept for a uniform signature with the other evaluations
-    local = score_questions(model, batches, temperature, device, frames_dtype)
-    records = sorted((r for part in gather_objects(local, world_size) for r in part),
+    local = score_questions(model, batches, temperature, ctx)
+    records = sorted((r for part in gather_objects(local, ctx.world_size) for r in part),
                      key=lambda r: (r["video"], r["question"]))
     if not records:
         raise ValueError(f"multi-choice split {split!r}: the evaluation stream yielded no question (do the "

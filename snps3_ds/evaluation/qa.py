@@ -14,6 +14,7 @@ import torch
 
 from snps3_ds.data.batch import VideoTextBatch
 from snps3_ds.distributed import gather_objects
+from snps3_ds.evaluation.context import EvalContext
 from snps3_ds.evaluation.features import eval_mode, labelled_batches, text_order
 from snps3_ds.evaluation.metrics import metric_key, named, qa_accuracy
 from snps3_ds.tasks.qa import QATask
@@ -28,12 +29,11 @@ class QAResult:
     records: list[dict]  # per question: video, order, label, prediction (sorted by video, order)
 
 
-def predict_questions(task: QATask, batches: Iterable[VideoTextBatch], device: torch.device | str = "cpu",
-                      frames_dtype: torch.dtype | None = None) -> list[dict]:
+def predict_questions(task: QATask, batches: Iterable[VideoTextBatch], ctx: EvalContext) -> list[dict]:
     """This rank's predictions, one record per question."""
     records = []
     with eval_mode(task):
-        for batch in labelled_batches(batches, device, frames_dtype, "QA evaluation"):
+        for batch in labelled_batches(batches, ctx, "QA evaluation"):
             predictions = task.logits(batch).argmax(dim=-1).cpu().tolist()
             owners, labels = batch.text_video_index.cpu(), batch.text_labels.cpu().tolist()
             for i, (owner, order) in enumerate(zip(owners.tolist(), text_order(owners).tolist())):
@@ -43,13 +43,11 @@ def predict_questions(task: QATask, batches: Iterable[VideoTextBatch], device: t
 
 
 def evaluate_qa(task: QATask, batches: Iterable[VideoTextBatch], split: str, num_clips: int | None,
-                device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
-                question_type: QuestionType | None = None, frames_dtype: torch.dtype | None = None) -> QAResult:
+                ctx: EvalContext = EvalContext(), question_type: QuestionType | None = None) -> QAResult:
     """`<split>/qa/acc@<clips>clips` (+ `acc_<type>` per question type) and the question count.
     Call on every rank (the records are gathered); every rank gets the same result."""
-    del rank  # each rank's share is the stream's; kept for a uniform signature with the other evaluations
-    local = predict_questions(task, batches, device, frames_dtype)
-    records = sorted((r for part in gather_objects(local, world_size) for r in part),
+    local = predict_questions(task, batches, ctx)
+    records = sorted((r for part in gather_objects(local, ctx.world_size) for r in part),
                      key=lambda r: (r["video"], r["order"]))
     if not records:
         raise ValueError(f"QA split {split!r}: the evaluation stream yielded no question (do the annotation's "

@@ -19,12 +19,14 @@ from __future__ import annotations
 import string
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 
 from snps3_ds.data.batch import VideoTextBatch
-from snps3_ds.data.text import tokenize
+from snps3_ds.data.text.tokens import tokenize
 from snps3_ds.distributed import gather_objects
+from snps3_ds.evaluation.context import EvalContext
 from snps3_ds.evaluation.features import eval_mode, labelled_batches, text_order
 from snps3_ds.evaluation.metrics import metric_key, qa_accuracy
 from snps3_ds.evaluation.qa import QAResult, QuestionType
@@ -36,6 +38,19 @@ DEFAULT_TEMPLATE = TEMPLATES["question-answer"]
 
 QuestionOf = Callable[[str, int], str]
 """(video key, question order within the video) -> the question text (e.g. TaskTexts.texts_of)."""
+
+
+@dataclass(frozen=True)
+class ZeroShotOptions:
+    """How answers are matched: the statement template, whether the fusion scorer also votes, where
+    question texts and types come from, the temperature (default: the model's) and the text chunk size."""
+
+    template: str = DEFAULT_TEMPLATE
+    fusion: bool = False
+    question_type: QuestionType | None = None
+    question_of: QuestionOf | None = None
+    temperature: float | None = None
+    chunk: int = 512
 
 
 def resolve_template(spec: str) -> str:
@@ -138,22 +153,22 @@ def batch_questions(batch: VideoTextBatch, statements: Statements, question_of: 
 
 
 def score_questions(model: SNPModel, batches: Iterable[VideoTextBatch], statements: Statements,
-                    temperature: float, fusion: bool = False, question_of: QuestionOf | None = None,
-                    device: torch.device | str = "cpu", frames_dtype: torch.dtype | None = None) -> list[dict]:
+                    temperature: float, options: ZeroShotOptions = ZeroShotOptions(),
+                    ctx: EvalContext = EvalContext()) -> list[dict]:
     """This rank's questions, one record each (answer strings and types are added after gathering)."""
     records = []
     with eval_mode(model):
-        for batch in labelled_batches(batches, device, frames_dtype, "zero-shot QA"):
+        for batch in labelled_batches(batches, ctx, "zero-shot QA"):
             if batch.num_texts == 0:
                 continue
-            videos, orders, questions = batch_questions(batch, statements, question_of)
+            videos, orders, questions = batch_questions(batch, statements, options.question_of)
             video = model.encode_video(batch.frames, batch.clip_mask)
             owners = batch.text_video_index
             labels = batch.text_labels.cpu()
             dual = dual_answer_scores(statements.features(questions), video.clip_features[owners].float().cpu(),
                                       batch.clip_mask[owners].cpu(), temperature)
             picks = {"prediction": pick_answers(dual, labels).tolist()}
-            if fusion:
+            if options.fusion:
                 scores = fusion_answer_scores(model, statements, questions, video.tokens[owners],
                                               batch.clip_mask[owners])
                 picks["fusion_prediction"] = pick_answers(scores, labels).tolist()
@@ -191,23 +206,19 @@ def zero_shot_metrics(records: list[dict], split: str, num_clips: int | None) ->
 
 
 def evaluate_qa_zero_shot(model: SNPModel, batches: Iterable[VideoTextBatch], answers: list[str], split: str,
-                          num_clips: int | None, device: torch.device | str = "cpu", rank: int = 0,
-                          world_size: int = 1, template: str = DEFAULT_TEMPLATE, fusion: bool = False,
-                          question_type: QuestionType | None = None, frames_dtype: torch.dtype | None = None, *,
-                          tokenizer, question_of: QuestionOf | None = None, temperature: float | None = None,
-                          chunk: int = 512) -> QAResult:
-    """Zero-shot accuracy of a retrieval model (see the module doc); `tokenizer` is the model's, and
-    `temperature` defaults to the model's own. Call on every rank (the records are gathered); every rank
-    gets the same result. Records per question: video, order, question, label, answer, prediction,
-    predicted, correct, type (+ fusion_prediction, fusion_predicted, fusion_correct with fusion)."""
-    del rank  # each rank's share is the stream's; kept for a uniform signature with the other evaluations
-    temperature = float(model.temperature()) if temperature is None else temperature
-    statements = Statements(model, tokenizer, answers, template, device, chunk)
-    local = score_questions(model, batches, statements, temperature, fusion, question_of, device, frames_dtype)
-    records = sorted((r for part in gather_objects(local, world_size) for r in part),
+                          num_clips: int | None, tokenizer, ctx: EvalContext = EvalContext(),
+                          options: ZeroShotOptions = ZeroShotOptions()) -> QAResult:
+    """Zero-shot accuracy of a retrieval model (see the module doc); `tokenizer` is the model's. Call on every
+    rank (the records are gathered); every rank gets the same result. Records per question: video, order,
+    question, label, answer, prediction, predicted, correct, type (+ fusion_prediction, fusion_predicted,
+    fusion_correct with options.fusion)."""
+    temperature = float(model.temperature()) if options.temperature is None else options.temperature
+    statements = Statements(model, tokenizer, answers, options.template, ctx.device, options.chunk)
+    local = score_questions(model, batches, statements, temperature, options, ctx)
+    records = sorted((r for part in gather_objects(local, ctx.world_size) for r in part),
                      key=lambda r: (r["video"], r["order"]))
     if not records:
         raise ValueError(f"QA split {split!r}: the evaluation stream yielded no question (do the annotation's "
                          "video keys match the shards' __key__s?)")
-    records = describe(records, answers, question_type)
+    records = describe(records, answers, options.question_type)
     return QAResult(zero_shot_metrics(records, split, num_clips), records)

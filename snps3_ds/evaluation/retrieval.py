@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from snps3_ds.data.batch import VideoTextBatch
+from snps3_ds.evaluation.context import EvalContext
 from snps3_ds.evaluation.features import EvalFeatures, collect_features
 from snps3_ds.evaluation.fusion import FusionScorer, fusion_matrix, rerank
 from snps3_ds.evaluation.metrics import metric_key, named, query_ranks, two_way_metrics
@@ -51,8 +52,7 @@ def dual_scores(feats: EvalFeatures, temperature: float, block: int = 1024) -> t
 
 
 def score_retrieval(model: SNPModel, feats: EvalFeatures, temperature: float, options: RetrievalOptions,
-                    device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
-                    text_of: TextOf | None = None) -> RetrievalResult:
+                    ctx: EvalContext = EvalContext(), text_of: TextOf | None = None) -> RetrievalResult:
     """Metrics of gathered features; every rank must call it (the fusion passes are collective)."""
     truth = feats.truth()
     dual = dual_scores(feats, temperature)
@@ -60,7 +60,7 @@ def score_retrieval(model: SNPModel, feats: EvalFeatures, temperature: float, op
     headline, variant = dual, "dual"
     scorer = None
     if options.rerank_k > 0 or options.exhaustive:
-        scorer = FusionScorer(model, feats, device, rank, world_size, options.chunk)
+        scorer = FusionScorer(model, feats, ctx, options.chunk)
     if options.exhaustive:
         fusion = fusion_matrix(feats.num_texts, feats.num_videos, scorer)
         metrics.update(named(two_way_metrics(fusion, fusion.T, truth), options.split, options.num_clips, "fusion"))
@@ -97,23 +97,10 @@ def worst_queries(scores: torch.Tensor, feats: EvalFeatures, count: int, text_of
 
 
 def run_retrieval(model: SNPModel, batches: Iterable[VideoTextBatch], temperature: float,
-                  options: RetrievalOptions | None = None, device: torch.device | str = "cpu", rank: int = 0,
-                  world_size: int = 1, frames_dtype: torch.dtype | None = None,
+                  options: RetrievalOptions | None = None, ctx: EvalContext = EvalContext(),
                   text_of: TextOf | None = None) -> RetrievalResult:
     """Extract (this rank's part), gather, score. Call on every rank; every rank gets the same result."""
     options = options or RetrievalOptions()
     keep_tokens = options.rerank_k > 0 or options.exhaustive
-    feats = collect_features(model, batches, device, world_size, frames_dtype, keep_tokens)
-    return score_retrieval(model, feats, temperature, options, device, rank, world_size, text_of)
-
-
-def evaluate_retrieval(model: SNPModel, batches: Iterable[VideoTextBatch], temperature: float,
-                       device: torch.device | str = "cpu", options: RetrievalOptions | None = None,
-                       rank: int = 0, world_size: int = 1,
-                       frames_dtype: torch.dtype | None = None) -> dict[str, float]:
-    """Text->video and video->text R@1/5/10, MdR, MnR with every caption a query (a hit: its video).
-
-    With default options the keys are the pre-training evaluation's plain `t2v/R@1`, ..., `num_videos`,
-    `num_texts`.
-    """
-    return run_retrieval(model, batches, temperature, options, device, rank, world_size, frames_dtype).metrics
+    feats = collect_features(model, batches, ctx, keep_tokens)
+    return score_retrieval(model, feats, temperature, options, ctx, text_of)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from transformers import PreTrainedTokenizerBase
 
 from snps3_ds.config import ModelConfig
-from snps3_ds.data.text import load_tokenizer
+from snps3_ds.data.text.tokens import load_tokenizer
 from snps3_ds.models.snp import SNPModel
 
 

@@ -82,11 +82,6 @@ class CrossMatchingLoss(nn.Module):
         super().__init__()
         self.hard_negatives, self.rank, self.world_size = hard_negatives, rank, world_size
 
-    @property
-    def needs_global_videos(self) -> bool:
-        """Whether the scorer must pair local captions with other ranks' videos (gathered clip tokens)."""
-        return self.hard_negatives > 0
-
     def forward(self, score: PairScorer, positive: torch.Tensor, similarity: torch.Tensor | None = None,
                 same_caption: torch.Tensor | None = None) -> MatchingOutput:
         """positive [B]: scores of (caption i, video i), computed by the caller (shared with VTM).

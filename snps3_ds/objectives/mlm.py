@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from snps3_ds.data.text import IGNORE_INDEX
+from snps3_ds.data.text.tokens import IGNORE_INDEX
 from snps3_ds.objectives import upcast
 
 

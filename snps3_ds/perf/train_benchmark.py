@@ -27,7 +27,6 @@ import os
 import random
 import re
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,19 +37,17 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
-from snps3_ds.config import OptimConfig, RunConfig, load_config
+from snps3_ds.config import RunConfig, load_config
 from snps3_ds.data.batch import VideoTextBatch
+from snps3_ds.processes import free_port, shut_down, start_processes
 from snps3_ds.engine.base import Engine
-from snps3_ds.engine.ds_config import EngineSettings, load_ds_config
-from snps3_ds.engine.optim import build_optimizer, build_scheduler
-from snps3_ds.tasks.base import TaskOutput
+from snps3_ds.engine.ds_config import load_ds_config
+from snps3_ds.engine.factory import make_engine
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-ROOT = Path(__file__).resolve().parents[2]
 MODE_PATTERN = re.compile(r"^(ddp|zero([0-3])(_offload)?)$")
 MB = 2 ** 20
 
@@ -91,7 +88,7 @@ COLOURS, SHAPES, MOTIONS = ("red", "green", "blue", "yellow"), ("circle", "squar
 def synthetic_batch(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase, micro: int, rank: int) -> VideoTextBatch:
     """A VideoTextBatch with the recipe's shapes: random frames, demo-like captions, BERT masking,
     and LVWM word positions when that objective is on. Seeded by (seed, rank): ranks differ, runs repeat."""
-    from snps3_ds.data.text import SpecialIds, mlm_mask, tokenize
+    from snps3_ds.data.text.tokens import SpecialIds, mlm_mask, tokenize
 
     rng, gen = random.Random(f"{cfg.train.seed}/{rank}"), torch.Generator().manual_seed(cfg.train.seed * 1009 + rank)
     captions = [f"a small {rng.choice(COLOURS)} {rng.choice(SHAPES)} {rng.choice(MOTIONS)}" for _ in range(micro)]
@@ -114,88 +111,12 @@ def loader_batch(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase, micro: int,
                  world: int) -> VideoTextBatch:
     """One real batch for this rank from the training loader (decode, transforms, masking), then the
     loader is dropped so its workers do not run during the timed steps."""
-    from snps3_ds.data.loader import build_train_loader
+    from snps3_ds.data.loader import StreamPlacement, build_train_loader
 
-    batches = build_train_loader(cfg.data, cfg.masking, tokenizer, micro, rank, cfg.train.seed, world)
+    batches = build_train_loader(cfg.data, cfg.masking, tokenizer, micro, StreamPlacement(rank, world, cfg.train.seed))
     batch = next(batches)
     del batches
     return batch
-
-
-class _TupleOutput(nn.Module):
-    """The task with a (loss, losses, metrics) result: DDP's static-graph hooks only see tensors in
-    containers torch's pytree knows, and TaskOutput is a plain dataclass."""
-
-    def __init__(self, task: nn.Module) -> None:
-        super().__init__()
-        self.task = task
-
-    def forward(self, batch: VideoTextBatch) -> tuple[torch.Tensor, dict, dict]:
-        out = self.task(batch)
-        return out.loss, out.losses, out.metrics
-
-
-class DDPEngine:
-    """The baseline: torch DistributedDataParallel with the DeepSpeed engine's forward/backward/step.
-
-    Same AdamW groups and schedule (snps3_ds.engine.optim), the ds_config's accumulation, clipping and
-    precision (autocast; fp16 adds a GradScaler). The model has parameters no objective reaches (DeepSpeed
-    ignores those), which DDP must be told about: static_graph (the cheaper way: the fixed batch uses the
-    same parameters every step) when every micro-step reduces; with accumulation, find_unused_parameters,
-    because static_graph breaks on no_sync micro-steps (reducer "expect_autograd_hooks_" assertion).
-    """
-
-    def __init__(self, task: nn.Module, settings: EngineSettings, optim: OptimConfig, max_steps: int,
-                 visual_names: set[str], device: torch.device) -> None:
-        self.module, self.settings, self.device = task.to(device), settings, device
-        static = settings.grad_accum == 1
-        self.ddp = DistributedDataParallel(_TupleOutput(task), device_ids=[device.index] if device.type == "cuda"
-                                           else None, static_graph=static, find_unused_parameters=not static)
-        self.optimizer = build_optimizer(task, optim, visual_names)
-        self.scheduler = build_scheduler(self.optimizer, optim, max_steps)
-        self.micro_batch_size, self.grad_accum = settings.micro_batch_size, settings.grad_accum
-        self.scaler = torch.amp.GradScaler(device.type) if settings.precision == "fp16" else None
-        self._micro = 0
-
-    def forward(self, batch: VideoTextBatch) -> TaskOutput:
-        self.ddp.train()
-        self.ddp.require_backward_grad_sync = (self._micro + 1) % self.grad_accum == 0  # what no_sync() toggles
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.settings.precision)
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            loss, losses, metrics = self.ddp(batch.to(self.device))
-        return TaskOutput(loss, losses, metrics)
-
-    def backward(self, loss: torch.Tensor) -> None:
-        loss = loss / self.grad_accum
-        (self.scaler.scale(loss) if self.scaler else loss).backward()
-
-    def step(self) -> bool:
-        self._micro += 1
-        if self._micro % self.grad_accum:
-            return False
-        if self.scaler:
-            self.scaler.unscale_(self.optimizer)
-        if self.settings.gradient_clipping > 0:
-            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.settings.gradient_clipping)
-        if self.scaler:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        return True
-
-
-def make_engine(mode: str, task: nn.Module, settings: EngineSettings, optim: OptimConfig, max_steps: int,
-                visual_names: set[str], device: torch.device) -> Engine:
-    """DDP for `ddp`; otherwise the training DeepSpeedEngine (it builds DeepSpeed's CPU Adam itself when
-    the ds_config offloads the optimiser)."""
-    if mode == "ddp":
-        return DDPEngine(task, settings, optim, max_steps, visual_names, device)
-    from snps3_ds.engine.deepspeed_engine import DeepSpeedEngine
-
-    return DeepSpeedEngine(task, settings, optim, max_steps, visual_names)
 
 
 def optimizer_bytes(optimizer: Any) -> dict[str, int]:
@@ -252,40 +173,16 @@ def timed_steps(engine: Engine, batch: VideoTextBatch, warmup: int, steps: int,
     return {"step_s": times, "timed_s": time.perf_counter() - start, "losses": losses}
 
 
-def rank_device(local_rank: int) -> torch.device:
-    """cuda:LOCAL_RANK when there is a GPU (DeepSpeed's accelerator picks the same), else the CPU."""
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
-def start_process_group(mode: str, device: torch.device) -> None:
-    """DDP: torch.distributed directly (gloo on CPU, nccl on GPU); DeepSpeed modes: the training path."""
-    if mode == "ddp":
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    else:
-        from snps3_ds.engine.deepspeed_engine import init_distributed
-
-        init_distributed()
-
-
 def build_task(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase, rank: int,
                world: int) -> tuple[nn.Module, set[str]]:
     """The pre-training task exactly as launch/pretrain.py builds it, seeded the same on every rank."""
-    from snps3_ds.data.text import SpecialIds
     from snps3_ds.models.factory import build_model
     from snps3_ds.models.snp import visual_parameter_names
-    from snps3_ds.tasks.attentive import AttentiveMasking
-    from snps3_ds.tasks.pretrain import PretrainTask
+    from snps3_ds.tasks.pretrain import build_pretrain_task
 
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, tokenizer)
-    attentive = None
-    if cfg.masking.attentive_probability > 0:
-        attentive = AttentiveMasking(cfg.masking.attentive_probability, cfg.masking.probability,
-                                     SpecialIds.from_tokenizer(tokenizer), cfg.train.seed, rank)
-    task = PretrainTask(model, cfg.objectives, cfg.model, rank, world, attentive)
+    task = build_pretrain_task(model, cfg, tokenizer, rank, world)
     return task, {f"model.{name}" for name in visual_parameter_names(model)}
 
 
@@ -293,10 +190,9 @@ def run_rank(spec: dict[str, Any]) -> dict[str, Any]:
     """One rank of one mode: batch, then (after the memory baseline) model and engine, then the steps."""
     from snps3_ds.models.factory import build_tokenizer
 
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    device = rank_device(int(os.environ.get("LOCAL_RANK", "0")))
+    procs = start_processes()
+    rank, world, device = procs.rank, procs.world, procs.device
     torch.set_num_threads(spec["threads"])  # also on GPU: ZeRO-Offload's CPU Adam runs on these threads
-    start_process_group(spec["mode"], device)
     cfg, settings = load_config(spec["recipe"], spec["overrides"]), load_ds_config(spec["ds_config"])
     tokenizer = build_tokenizer(cfg.model)
     micro = settings.micro_batch_size
@@ -309,7 +205,8 @@ def run_rank(spec: dict[str, Any]) -> dict[str, Any]:
     task, visual = build_task(cfg, tokenizer, rank, world)
     params = sum(p.numel() for p in task.parameters() if p.requires_grad)
     total_steps = spec["warmup"] + spec["steps"]
-    engine = make_engine(spec["mode"], task, settings, cfg.optim, total_steps, visual, device)
+    kind = "torch" if spec["mode"] == "ddp" else "deepspeed"  # torch: DistributedDataParallel with several ranks
+    engine = make_engine(kind, task, settings, cfg.optim, total_steps, visual, procs)
     timing = timed_steps(engine, batch, spec["warmup"], spec["steps"], device)
     result = {"rank": rank, **timing, "params": params, "micro": micro, "accum": settings.grad_accum,
               "precision": settings.precision, "zero_stage": settings.zero_stage, "device": str(device),
@@ -327,8 +224,7 @@ def rank_main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     result = run_rank(spec)
     Path(spec_path).with_name(f"rank{result['rank']}.json").write_text(json.dumps(result))
-    torch.distributed.barrier()  # nobody tears the group down while a peer is still measuring
-    torch.distributed.destroy_process_group()
+    shut_down(int(os.environ["WORLD_SIZE"]))  # nobody tears the group down while a peer is still measuring
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -352,12 +248,6 @@ class BenchOptions:
     timeout_s: float
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -366,11 +256,10 @@ def usable_cores() -> int:
 
 
 def rank_env(rank: int, world: int, port: int, threads: int) -> dict[str, str]:
-    """What a launcher would set, plus the import path and the per-rank thread budget."""
+    """What a launcher would set, plus the per-rank thread budget."""
     env = dict(os.environ)
     env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_SIZE=str(world),
-               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS=str(threads),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
+               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS=str(threads))
     return env
 
 
@@ -382,7 +271,7 @@ def launch_ranks(spec_path: Path, world: int, threads: int, timeout_s: float) ->
     for rank in range(world):
         log = open(folder / f"rank{rank}.log", "w")  # noqa: SIM115 - closed when the process is done
         procs.append((subprocess.Popen([sys.executable, "-m", "snps3_ds.perf.train_benchmark", str(spec_path)],
-                                       cwd=ROOT, env=rank_env(rank, world, port, threads), stdout=log,
+                                       env=rank_env(rank, world, port, threads), stdout=log,
                                        stderr=subprocess.STDOUT), log))
     try:
         failure = wait_all([p for p, _ in procs], time.monotonic() + timeout_s)

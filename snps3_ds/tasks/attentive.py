@@ -13,8 +13,8 @@ import random
 import torch
 
 from snps3_ds.data.batch import VideoTextBatch
-from snps3_ds.data.mssm import attentive_mask
-from snps3_ds.data.text import SpecialIds
+from snps3_ds.data.text.mssm import attentive_mask
+from snps3_ds.data.text.tokens import SpecialIds
 
 
 class AttentiveMasking:

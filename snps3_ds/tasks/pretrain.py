@@ -15,10 +15,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from snps3_ds.config import ModelConfig, ObjectivesConfig
+from snps3_ds.config import ModelConfig, ObjectivesConfig, RunConfig
 from snps3_ds.data.batch import VideoTextBatch
+from snps3_ds.data.text.tokens import SpecialIds
 from snps3_ds.distributed import gather_no_grad, gather_with_grad
-from snps3_ds.evaluation.metrics import query_ranks
 from snps3_ds.models.snp import SNPModel, VideoFeatures
 from snps3_ds.objectives.contrastive import GlobalContrastiveLoss, global_text_video_scores
 from snps3_ds.objectives.lvwm import LVWMLoss, chosen_word_states
@@ -26,10 +26,21 @@ from snps3_ds.objectives.matching import CrossMatchingLoss
 from snps3_ds.objectives.mlm import masked_positions, mlm_loss
 from snps3_ds.objectives.moco import MomentumContrast
 from snps3_ds.objectives.vtm import VTMLoss
+from snps3_ds.ranking import query_ranks
 from snps3_ds.tasks.attentive import AttentiveMasking
 from snps3_ds.tasks.base import TaskOutput
 
 TERMS = ("contrastive", "level2", "vtm", "mlm", "text_mlm", "lvwm")
+
+
+def build_pretrain_task(model: SNPModel, cfg: RunConfig, tokenizer, rank: int = 0, world_size: int = 1
+                        ) -> "PretrainTask":
+    """The pre-training task of a recipe: its objectives, and attentive masking when the recipe asks for it."""
+    attentive = None
+    if cfg.masking.attentive_probability > 0:
+        attentive = AttentiveMasking(cfg.masking.attentive_probability, cfg.masking.probability,
+                                     SpecialIds.from_tokenizer(tokenizer), cfg.train.seed, rank)
+    return PretrainTask(model, cfg.objectives, cfg.model, rank, world_size, attentive)
 
 
 class PretrainTask(nn.Module):
@@ -181,5 +192,3 @@ def in_batch_recall(scores: torch.Tensor, targets: torch.Tensor, prefix: str) ->
     metrics[f"{prefix}_t2v_MdR"] = ranks.median()
     return metrics
 
-
-_in_batch_recall = in_batch_recall  # the earlier private name
