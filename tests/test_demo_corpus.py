@@ -16,7 +16,8 @@ import pytest
 import webdataset as wds
 
 from snps3_ds.demo.cli import main
-from snps3_ds.demo.corpus import COLORS, MOTION_PHRASES, SHAPES, SIZES, ShapeSpec, make_demo_corpus, render_clip
+from snps3_ds.demo.corpus import (COLORS, MOTION_PHRASES, SHAPES, SIZES, ClipConfig, ShapeSpec, make_demo_corpus,
+                                  render_clip)
 
 REPO = Path(__file__).resolve().parents[1]
 from snps3_ds.sharding.writer import ShardWriter
@@ -137,7 +138,7 @@ def test_demo_corpus_train_and_test_are_different_clips(corpus: Path) -> None:
 
 
 def test_demo_corpus_vp9_writes_webm(tmp_path: Path) -> None:
-    _build(tmp_path, train=3, test=0, codec="vp9")
+    _build(tmp_path, train=3, test=0, clips=ClipConfig(codec="vp9"))
     manifest = json.loads((tmp_path / "train.shards.json").read_text())
     assert manifest["codecs"] == {"vp9": 3}
     for sample in _samples(tmp_path, "train"):
@@ -168,7 +169,7 @@ def test_demo_corpus_bad_arguments_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="both 0"):
         make_demo_corpus(tmp_path, train=0, test=0)
     with pytest.raises(ValueError, match="--codec"):
-        make_demo_corpus(tmp_path, train=2, test=0, codec="av1")
+        make_demo_corpus(tmp_path, train=2, test=0, clips=ClipConfig(codec="av1"))
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path), "--train", "0", "--test", "0"])
     with pytest.raises(SystemExit):

@@ -22,8 +22,10 @@ def _text_set(prefix: Path, count: int, shard_size: int) -> list[str]:
 
 
 def _stream(urls: list[str], rank: int = 0, world: int = 1, workers: int = 1, positions=None) -> ResumableSamples:
-    return ResumableSamples([("a", urls, 1.0)], seed=5, rank=rank, world_size=world, workers=workers,
-                            shuffle_window=2, positions=positions)
+    stream = ResumableSamples([("a", urls, 1.0)], seed=5, rank=rank, world_size=world, workers=workers,
+                              shuffle_window=2)
+    stream.positions = positions or {}
+    return stream
 
 
 def test_stream_epoch_is_split_disjointly_across_readers(tmp_path: Path) -> None:

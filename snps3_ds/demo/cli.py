@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from snps3_ds.demo.corpus import CODECS, make_demo_corpus
+from snps3_ds.demo.corpus import CODECS, ClipConfig, make_demo_corpus
 from snps3_ds.demo.tasks import format_summary, make_demo_tasks
 
 log = logging.getLogger("make_demo_corpus")
@@ -57,10 +57,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.tasks_only:
         return {"tasks": _write_tasks(args.out, args.seed)}
     try:
-        summary = make_demo_corpus(
-            args.out, args.train, args.test, seed=args.seed, codec=args.codec,
-            frames=args.frames, fps=args.fps, captions_per_clip=args.captions_per_clip,
-            workers=args.workers, shard_size=args.shard_size, command=command)
+        clips = ClipConfig(args.codec, args.frames, args.fps, args.captions_per_clip)
+        summary = make_demo_corpus(args.out, args.train, args.test, seed=args.seed, clips=clips,
+                                   workers=args.workers, shard_size=args.shard_size, command=command)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     log.info("done in %.1f s: %s", summary["elapsed_s"],

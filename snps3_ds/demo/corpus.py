@@ -368,15 +368,14 @@ def _check_args(train: int, test: int, seed: int, cfg: ClipConfig, workers: int,
         raise ValueError("make_demo_corpus: " + "; ".join(problems))
 
 
-def make_demo_corpus(out: str | Path, train: int, test: int, seed: int = 0, codec: str = "h264",
-                     frames: int = 16, fps: float = 8.0, captions_per_clip: int = 2,
-                     workers: int | None = None, shard_size: int = 500,
-                     command: str | None = None) -> dict[str, Any]:
+def make_demo_corpus(out: str | Path, train: int, test: int, seed: int = 0, clips: ClipConfig = ClipConfig(),
+                     workers: int | None = None, shard_size: int = 500, command: str | None = None) -> dict[str, Any]:
     """Write the train and test splits under `out`; returns a summary with per-split manifests.
 
-    A split with 0 clips is not written. `workers=None` uses every CPU; 1 runs inline.
+    `clips` sets codec, frames, fps and captions per clip. A split with 0 clips is not written.
+    `workers=None` uses every CPU; 1 runs inline.
     """
-    cfg = ClipConfig(codec=codec, frames=frames, fps=fps, captions_per_clip=captions_per_clip)
+    cfg = clips
     workers = (os.cpu_count() or 1) if workers is None else workers
     _check_args(train, test, seed, cfg, workers, shard_size)
     out = Path(out)
@@ -393,7 +392,7 @@ def make_demo_corpus(out: str | Path, train: int, test: int, seed: int = 0, code
         if pool is not None:
             pool.terminate()
             pool.join()
-    return {"out": str(out), "seed": seed, "codec": codec, "workers": workers,
+    return {"out": str(out), "seed": seed, "codec": cfg.codec, "workers": workers,
             "elapsed_s": round(time.perf_counter() - start, 3),
             "splits": {name: {"manifest": str(out / f"{name}.shards.json"),
                               "num_samples": m["num_samples"], "num_shards": len(m["shards"]),

@@ -46,7 +46,7 @@ def _rate(clips: int, seconds: float, num_clips: int) -> dict[str, float]:
 def bench_loader(args: argparse.Namespace, tokenizer: Any) -> dict[str, float]:
     """The training loader as the trainer sees it; the first batches (worker start-up) are not timed."""
     data = DataConfig(train_shards=[args.shards], decoder=args.decoder, num_clips=args.num_clips,
-                      image_size=args.image_size, num_workers=args.workers, shuffle_buffer=64)
+                      image_size=args.image_size, num_workers=args.workers)
     batches = build_train_loader(data, MaskingConfig(), tokenizer, args.batch_size, StreamPlacement(0, 1, 0))
     for _ in range(args.warmup):
         next(batches)

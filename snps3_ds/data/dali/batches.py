@@ -20,7 +20,7 @@ from webdataset.utils import pytorch_worker_info
 
 from snps3_ds.config import DataConfig
 from snps3_ds.data.batch import VideoTextBatch
-from snps3_ds.data.dali.pipeline import ROUTE_FALLBACK, build_pipeline, split_source_info
+from snps3_ds.data.dali.pipeline import ROUTE_FALLBACK, PipelineSpec, build_pipeline, split_source_info
 from snps3_ds.data.dali.shards import checked_shards
 from snps3_ds.data.decode.backends import make_decoder
 from snps3_ds.data.errors import DataQualityError, DecodeError
@@ -122,9 +122,9 @@ def _endless_samples(shard_set: ShardSet, index: int, data: DataConfig, batch_si
     """DecodedSamples of one training set for ever; a pipeline that fails is rebuilt with a new seed."""
     paths, indexes = _usable_shards(shard_set.urls, convert.counter, f"training set {shard_set.name!r}")
     for attempt in range(MAX_REBUILDS + 1):
-        pipe = build_pipeline(paths, indexes, data, train=True, num_clips=data.num_clips, batch_size=batch_size,
-                              seed=stream_seed(seed, rank, index, attempt), shard_id=rank, num_shards=world,
-                              epoch_seed=stream_seed(seed, index, attempt))
+        spec = PipelineSpec(paths, indexes, True, data.num_clips, batch_size, stream_seed(seed, rank, index, attempt),
+                            shard_id=rank, num_shards=world, epoch_seed=stream_seed(seed, index, attempt))
+        pipe = build_pipeline(spec, data)
         try:
             while True:
                 yield from convert(pipe.run())
@@ -161,8 +161,8 @@ class DaliEvalBatches:
         counter = SkipCounter()
         convert = OutputConverter(_fallback(self.data, self.num_clips, False, 0, rank, counter), counter)
         paths, indexes = _usable_shards(self.urls, counter, "evaluation shards")
-        pipe = build_pipeline(paths, indexes, self.data, train=False, num_clips=self.num_clips,
-                              batch_size=self.batch_size, seed=0, shard_id=rank, num_shards=world)
+        pipe = build_pipeline(PipelineSpec(paths, indexes, False, self.num_clips, self.batch_size, seed=0,
+                                           shard_id=rank, num_shards=world), self.data)
         total = pipe.reader_meta("reader")["epoch_size"]
         mine = (rank + 1) * total // world - rank * total // world  # DALI's contiguous split by shard_id
         pending: list[DecodedSample] = []

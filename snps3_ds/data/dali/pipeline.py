@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -85,20 +86,39 @@ def _trim(meta: np.ndarray) -> tuple[float | None, float | None]:
     return tuple(b if isinstance(b, (int, float)) and not isinstance(b, bool) else None for b in bounds)
 
 
-def _graph(paths: list[str], index_paths: list[str], planner: FramePlanner, *, gpu: bool, train: bool,
-           size: int, scale: tuple[float, float], hflip: bool, shard_id: int, num_shards: int,
-           shuffle_buffer: int, reader_seed: int, epoch_seed: int):
+@dataclass(frozen=True)
+class GraphSpec:
+    """What one rank's pipeline reads and how it augments (the arguments of the pipeline body)."""
+
+    paths: list[str]
+    index_paths: list[str]
+    planner: FramePlanner
+    gpu: bool
+    train: bool
+    size: int
+    scale: tuple[float, float]
+    hflip: bool
+    shard_id: int
+    num_shards: int
+    shuffle_buffer: int
+    reader_seed: int
+    epoch_seed: int
+
+
+def _graph(spec: GraphSpec):
     """The pipeline body: read, plan, decode by route, then one augmentation for every route."""
     from nvidia.dali import fn, types
 
-    order = {"random_shuffle": True, "initial_fill": max(1, shuffle_buffer), "shuffle_after_epoch": True,
-             "shuffle_after_epoch_seed": epoch_seed} if train else {"pad_last_batch": True}
+    order = {"random_shuffle": True, "initial_fill": max(1, spec.shuffle_buffer), "shuffle_after_epoch": True,
+             "shuffle_after_epoch_seed": spec.epoch_seed} if spec.train else {"pad_last_batch": True}
     media, meta, txt = fn.readers.webdataset(
-        paths=paths, index_paths=index_paths, ext=[MEDIA_EXT, "json", "txt"], missing_component_behavior="empty",
-        shard_id=shard_id, num_shards=num_shards, seed=reader_seed, name="reader", **order)
+        paths=spec.paths, index_paths=spec.index_paths, ext=[MEDIA_EXT, "json", "txt"],
+        missing_component_behavior="empty", shard_id=spec.shard_id, num_shards=spec.num_shards,
+        seed=spec.reader_seed, name="reader", **order)
     info = fn.get_property(media, key="source_info")
-    indices, route = fn.python_function(media, meta, info, function=planner, num_outputs=2)
-    device = "mixed" if gpu else "cpu"
+    indices, route = fn.python_function(media, meta, info, function=spec.planner, num_outputs=2)
+    device = "mixed" if spec.gpu else "cpu"
+    size = spec.size
     if route == ROUTE_VIDEO:
         frames = fn.decoders.video(media, device=device, frames=indices)
     elif route == ROUTE_IMAGE:
@@ -106,8 +126,8 @@ def _graph(paths: list[str], index_paths: list[str], planner: FramePlanner, *, g
                                 new_axis_names="F")
     else:
         frames = fn.constant(idata=0, shape=[1, size, size, 3], dtype=types.UINT8, layout="FHWC")
-        frames = frames.gpu() if gpu else frames
-    frames = _augment(frames, train=train, size=size, scale=scale, hflip=hflip)
+        frames = frames.gpu() if spec.gpu else frames
+    frames = _augment(frames, train=spec.train, size=size, scale=spec.scale, hflip=spec.hflip)
     meta_info = fn.get_property(meta, key="source_info")  # names the sample when its media is missing
     return frames, route, meta, txt, info, meta_info, media
 
@@ -129,12 +149,27 @@ def _augment(frames, *, train: bool, size: int, scale: tuple[float, float], hfli
         output_layout="FCHW", mean=[255 * m for m in IMAGENET_MEAN], std=[255 * s for s in IMAGENET_STD])
 
 
-def build_pipeline(urls: list[str], index_paths: list[str], data: DataConfig, *, train: bool, num_clips: int,
-                   batch_size: int, seed: int, shard_id: int, num_shards: int, epoch_seed: int = 0):
-    """A built DALI pipeline over `urls` for one rank: mixed device when CUDA is there, CPU otherwise.
+@dataclass(frozen=True)
+class PipelineSpec:
+    """One rank's DALI pipeline: its tars + indexes, train or eval, clips, batch, and where it sits.
 
     `seed` drives this rank's shuffle buffer, crops and frame positions; `epoch_seed` (the same on every rank)
     orders the tars each epoch, so the ranks' slices of an epoch stay disjoint.
+    """
+
+    urls: list[str]
+    index_paths: list[str]
+    train: bool
+    num_clips: int
+    batch_size: int
+    seed: int
+    shard_id: int
+    num_shards: int
+    epoch_seed: int = 0
+
+
+def build_pipeline(spec: PipelineSpec, data: DataConfig):
+    """A built DALI pipeline over the spec's tars for one rank: mixed device when CUDA is there, CPU otherwise.
 
     Outputs per sample: frames [t, 3, S, S] float, route, json bytes, txt bytes, source_info of the media and
     of the json (`path.tar:offset:key.ext`, empty when that member is missing), media bytes.
@@ -142,13 +177,14 @@ def build_pipeline(urls: list[str], index_paths: list[str], data: DataConfig, *,
     from nvidia.dali import pipeline_def
 
     gpu = torch.cuda.is_available()
-    seed %= 1 << 31
-    planner = FramePlanner(num_clips, train, GPU_CODECS if gpu else CPU_CODECS, seed)
-    graph = pipeline_def(_graph, enable_conditionals=True)
-    pipe = graph(urls, index_paths, planner, gpu=gpu, train=train, size=data.image_size, scale=data.train_scale,
-                 hflip=data.hflip, shard_id=shard_id, num_shards=num_shards, shuffle_buffer=data.shuffle_buffer,
-                 reader_seed=seed, epoch_seed=epoch_seed % (1 << 31), batch_size=batch_size, num_threads=max(1, data.num_workers), seed=seed,
-                 device_id=torch.cuda.current_device() if gpu else None, exec_dynamic=True)
+    seed = spec.seed % (1 << 31)
+    planner = FramePlanner(spec.num_clips, spec.train, GPU_CODECS if gpu else CPU_CODECS, seed)
+    graph = GraphSpec(spec.urls, spec.index_paths, planner, gpu, spec.train, data.image_size, data.train_scale,
+                      data.hflip, spec.shard_id, spec.num_shards, data.shuffle_buffer, seed,
+                      spec.epoch_seed % (1 << 31))
+    pipe = pipeline_def(_graph, enable_conditionals=True)(
+        graph, batch_size=spec.batch_size, num_threads=max(1, data.num_workers), seed=seed,
+        device_id=torch.cuda.current_device() if gpu else None, exec_dynamic=True)
     try:
         pipe.build()
     except RuntimeError as err:

@@ -125,15 +125,17 @@ class ResumableSamples(IterableDataset):
     """
 
     def __init__(self, sets: list[tuple[str, list[str], float]], seed: int, rank: int, world_size: int,
-                 workers: int, shuffle_window: int, positions: dict[int, Position] | None = None,
-                 rotation: int = 0, on_error: Callable[[str, BaseException], None] | None = None) -> None:
+                 workers: int, shuffle_window: int, on_error: Callable[[str, BaseException], None] | None = None
+                 ) -> None:
         super().__init__()
         if not sets or any(w <= 0 for _, _, w in sets):
             raise ValueError(f"training sets need positive weights, got {[(n, w) for n, _, w in sets]}")
         if shuffle_window < 1:
             raise ValueError(f"data.shuffle_window must be >= 1, got {shuffle_window}")
         self.seed, self.rank, self.world_size, self.workers = seed, rank, world_size, max(1, workers)
-        self.shuffle_window, self.positions, self.rotation = shuffle_window, positions or {}, rotation
+        self.shuffle_window = shuffle_window
+        self.positions: dict[int, Position] = {}  # set before iterating when resuming (see class doc)
+        self.rotation = 0
         self.on_error = on_error or (lambda reason, err: log.warning("skipping a sample (%s): %s", reason, err))
         self.dropped: dict[str, int] = {}
         self.sets = [IndexedSet(name, urls, weight, self._note_dropped) for name, urls, weight in sets]
