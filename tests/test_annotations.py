@@ -1,7 +1,8 @@
 """Downstream annotation files: the format, and readers for each benchmark's public layout (DESIGN §4.4).
 
 Every reader runs on a few lines written here in that dataset's public form; keys are checked against
-the shard readers (snps3_ds.datasets.benchmarks) so the annotation joins to the shards.
+the shard readers of the same dataset module (snps3_ds.datasets.<dataset>.read_items) so the annotation joins
+to the shards (tests/test_dataset_keys.py checks that join on real shards).
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from snps3_ds.datasets import didemo, jsfusion, msrvtt, msvd
 from snps3_ds.datasets.annotations_cli import main as build_main
-from snps3_ds.datasets import ReaderOptions, read_manifest
-from snps3_ds.datasets import annotation_readers as readers
+from snps3_ds.datasets.base import ManifestError, ReaderOptions
+from snps3_ds.datasets.qa import coverage
+from snps3_ds.datasets.registry import read_manifest
 from snps3_ds.downstream.annotations import (
     FORMAT, Annotation, AnnotationError, load_annotation, top_answers, write_annotation)
-from snps3_ds.datasets.annotation_readers import ReaderError
 
 
 def _write(path: Path, content: object) -> Path:
@@ -113,29 +114,29 @@ def test_msrvtt_train_7k_and_9k_lists(tmp_path: Path) -> None:
     data = _write(tmp_path / "MSRVTT_data.json", MSRVTT_DATA)
     seven = _write(tmp_path / "MSRVTT_train.7k.csv", "video_id\nvideo2\nvideo0\n")
     nine = _write(tmp_path / "MSRVTT_train.9k.csv", "video_id\nvideo0\nvideo1\nvideo2\n")
-    ann7 = readers.read_msrvtt_train(seven, data)
+    ann7 = msrvtt.read_retrieval(seven, data)
     assert ann7.split == "msrvtt_7k_train" and ann7.task == "retrieval"
     assert ann7.items == [{"video": "video2", "texts": ["cars race"]},
                           {"video": "video0", "texts": ["a man sings", "someone is singing"]}]
-    ann9 = readers.read_msrvtt_train(nine, data)
+    ann9 = msrvtt.read_retrieval(nine, data)
     assert ann9.split == "msrvtt_9k_train" and [i["video"] for i in ann9.items] == ["video0", "video1", "video2"]
     # the same keys the shard builder gives these videos
     assert set(_shard_keys("msrvtt", data, "train")) == {i["video"] for i in ann9.items}
     plain = _write(tmp_path / "train_list_jsfusion.txt", "video1\nvideo0\n")
-    assert readers.read_msrvtt_train(plain, data, split="msrvtt_9k_train").split == "msrvtt_9k_train"
-    with pytest.raises(ReaderError, match="7k from 9k"):
-        readers.read_msrvtt_train(plain, data)
+    assert msrvtt.read_retrieval(plain, data, split="msrvtt_9k_train").split == "msrvtt_9k_train"
+    with pytest.raises(ManifestError, match="7k from 9k"):
+        msrvtt.read_retrieval(plain, data)
 
 
 def test_msrvtt_train_missing_video_is_reported_or_skipped(tmp_path: Path) -> None:
     data = _write(tmp_path / "MSRVTT_data.json", MSRVTT_DATA)
     listing = _write(tmp_path / "MSRVTT_train.9k.csv", "video_id\nvideo0\nvideo99\n")
-    with pytest.raises(ReaderError, match=r"(?s)MSRVTT_train\.9k\.csv: 1 bad row.*line 3: video_id 'video99'"):
-        readers.read_msrvtt_train(listing, data)
-    assert [i["video"] for i in readers.read_msrvtt_train(listing, data, skip_bad=True).items] == ["video0"]
+    with pytest.raises(ManifestError, match=r"(?s)MSRVTT_train\.9k\.csv: 1 bad row.*line 3: video_id 'video99'"):
+        msrvtt.read_retrieval(listing, data)
+    assert [i["video"] for i in msrvtt.read_retrieval(listing, data, skip_bad=True).items] == ["video0"]
     broken = _write(tmp_path / "broken.json", {"sentences": [{"video_id": "video0"}]})
-    with pytest.raises(ReaderError, match=r"(?s)broken\.json: 1 bad row.*sentences\[0\]: key 'caption'"):
-        readers.read_msrvtt_train(listing, broken)
+    with pytest.raises(ManifestError, match=r"(?s)broken\.json: 1 bad row.*sentences\[0\]: key 'caption'"):
+        msrvtt.read_retrieval(listing, broken)
 
 
 @pytest.mark.parametrize("sep", [";", ","])
@@ -145,21 +146,20 @@ def test_msrvtt_1ka_jsfusion_csv(tmp_path: Path, sep: str) -> None:
             f'ret1{sep}msr7606{sep}video7606{sep}"a little girl does gymnastics, well"' if sep == ","
             else f"ret1{sep}msr7606{sep}video7606{sep}a little girl does gymnastics; well"]
     path = _write(tmp_path / "MSRVTT_JSFUSION_test.csv", "\r\n".join(rows) + "\r\n")
-    ann = readers.read_msrvtt_1ka(path)
+    ann = jsfusion.read_retrieval(path)
     assert ann.split == "msrvtt_1ka"
     assert ann.items[0] == {"video": "video9770", "texts": ["a person is connecting something to system"]}
     assert ann.items[1]["texts"] == [f"a little girl does gymnastics{sep} well"]
-    if sep == ";":
-        assert _shard_keys("msrvtt_jsfusion", path) == ["video9770", "video7606"]
+    assert _shard_keys("msrvtt_jsfusion", path) == ["video9770", "video7606"]  # both separators, as the reader
 
 
 def test_msrvtt_1ka_bad_header_and_rows(tmp_path: Path) -> None:
-    with pytest.raises(ReaderError, match="header"):
-        readers.read_msrvtt_1ka(_write(tmp_path / "a.csv", "id,sentence\n1,x\n"))
+    with pytest.raises(ManifestError, match="header"):
+        jsfusion.read_retrieval(_write(tmp_path / "a.csv", "id,sentence\n1,x\n"))
     path = _write(tmp_path / "b.csv", "key;vid_key;video_id;sentence\nret0;msr1;video1;ok\nret1;msr2\n")
-    with pytest.raises(ReaderError, match=r"(?s)b\.csv: 1 bad row.*line 3"):
-        readers.read_msrvtt_1ka(path)
-    assert len(readers.read_msrvtt_1ka(path, skip_bad=True).items) == 1
+    with pytest.raises(ManifestError, match=r"(?s)b\.csv: 1 bad row.*line 3"):
+        jsfusion.read_retrieval(path)
+    assert len(jsfusion.read_retrieval(path, skip_bad=True).items) == 1
 
 
 def test_didemo_paragraphs_in_file_order_with_shard_keys(tmp_path: Path) -> None:
@@ -170,16 +170,16 @@ def test_didemo_paragraphs_in_file_order_with_shard_keys(tmp_path: Path) -> None
                {"video": "12090392@N02_13482799053_87ef417396.mov", "description": " she turns around ",
                 "times": [[2, 3]], "annotation_id": 3}]
     path = _write(tmp_path / "test_data.json", entries)
-    ann = readers.read_didemo(path)
+    ann = didemo.read_retrieval(path)
     assert ann.split == "didemo_test"
     assert ann.items[0] == {"video": "12090392_N02_13482799053_87ef417396",
                             "texts": ["a girl waves. she turns around"]}
     assert [i["video"] for i in ann.items] == _shard_keys("didemo", path)
     entries[1] = {"video": "x.mp4", "times": []}
-    with pytest.raises(ReaderError, match=r"(?s)val_data\.json: 1 bad row.*item 1: key 'description'"):
-        readers.read_didemo(_write(tmp_path / "val_data.json", entries))
-    with pytest.raises(ReaderError, match="split"):
-        readers.read_didemo(_write(tmp_path / "didemo.json", entries[:1]))
+    with pytest.raises(ManifestError, match=r"(?s)val_data\.json: 1 bad row.*item 1: key 'description'"):
+        didemo.read_retrieval(_write(tmp_path / "val_data.json", entries))
+    with pytest.raises(ManifestError, match="split"):
+        didemo.read_retrieval(_write(tmp_path / "didemo.json", entries[:1]))
 
 
 def test_msvd_captions_and_split_list(tmp_path: Path) -> None:
@@ -188,15 +188,15 @@ def test_msvd_captions_and_split_list(tmp_path: Path) -> None:
                       "-4wsuPCjDBc_5_15 a chipmunk is eating\n-7KMZQEsJW4_205_208 a man plays guitar\n"
                       "-7KMZQEsJW4_205_208\n00jrXRMlZOY_0_10 a woman slices a tomato\n")
     test_list = _write(tmp_path / "test_list.txt", "00jrXRMlZOY_0_10\n-4wsuPCjDBc_5_15\n")
-    ann = readers.read_msvd(captions, test_list)
+    ann = msvd.read_retrieval(captions, test_list)
     assert ann.split == "msvd_test"
     assert ann.items == [{"video": "00jrXRMlZOY_0_10", "texts": ["a woman slices a tomato"]},
                          {"video": "-4wsuPCjDBc_5_15",
                           "texts": ["a squirrel eats a peanut", "a chipmunk is eating"]}]
     assert {i["video"] for i in ann.items} <= set(_shard_keys("msvd", captions))
     bad_list = _write(tmp_path / "train_list.txt", "00jrXRMlZOY_0_10\nnot_a_video\n")
-    with pytest.raises(ReaderError, match=r"(?s)train_list\.txt: 1 bad row.*line 2: video 'not_a_video'"):
-        readers.read_msvd(captions, bad_list)
+    with pytest.raises(ManifestError, match=r"(?s)train_list\.txt: 1 bad row.*line 2: video 'not_a_video'"):
+        msvd.read_retrieval(captions, bad_list)
 
 
 # --- open-ended QA -------------------------------------------------------------------------------
@@ -210,33 +210,33 @@ def test_msrvtt_qa_vocabulary_from_train_and_oov_in_test(tmp_path: Path) -> None
                                                     (1, "what runs?", "dog"),
                                                     (2, "who talks?", "man"),
                                                     (2, "what is shown?", "car")]))
-    ann = readers.read_msrvtt_qa(train, top_n=2)
+    ann = msrvtt.read_qa(train, top_n=2)
     assert ann.split == "msrvtt_qa_train" and ann.task == "qa"
     assert ann.answers == ["man", "sing"]  # man x2, then sing (seen before dog and car)
     assert ann.items[0] == {"video": "video0", "question": "what is a man doing?", "answer": "sing", "id": 0}
-    assert readers.coverage(ann) == (3, 5)
+    assert coverage(ann) == (3, 5)
     test = _write(tmp_path / "test_qa.json", _qa([(7010, "who sings?", "man"), (7011, "what runs?", "dog")]))
-    ann_test = readers.read_msrvtt_qa(test, answers=ann.answers)
+    ann_test = msrvtt.read_qa(test, answers=ann.answers)
     assert [ann_test.label_of(i["answer"]) for i in ann_test.items] == [0, -1]
     assert ann_test.answers == ann.answers and ann_test.items[0]["video"] == "video7010"
-    assert readers.read_msrvtt_qa(train).answers == ["man", "sing", "dog", "car"]  # default 1500 keeps all
+    assert msrvtt.read_qa(train).answers == ["man", "sing", "dog", "car"]  # default 1500 keeps all
     bad = _write(tmp_path / "val_qa.json", [{"answer": "x", "id": 0, "question": "q?"}])
-    with pytest.raises(ReaderError, match=r"(?s)val_qa\.json: 1 bad row.*item 0: missing key 'video_id'"):
-        readers.read_msrvtt_qa(bad, answers=["x"])
+    with pytest.raises(ManifestError, match=r"(?s)val_qa\.json: 1 bad row.*item 0: missing key 'video_id'"):
+        msrvtt.read_qa(bad, answers=["x"])
 
 
 def test_msvd_qa_maps_video_ids_through_youtube_mapping(tmp_path: Path) -> None:
     mapping = _write(tmp_path / "youtube_mapping.txt", "-4wsuPCjDBc_5_15 vid1\n-7KMZQEsJW4_205_208 vid2\n")
     train = _write(tmp_path / "train_qa.json", _qa([(1, "what is eating?", "squirrel"),
                                                     (2, "who plays?", "man"), (2, "what is played?", "guitar")]))
-    ann = readers.read_msvd_qa(train, mapping)
+    ann = msvd.read_qa(train, mapping)
     assert ann.split == "msvd_qa_train" and len(ann.answers) == 3
     assert [i["video"] for i in ann.items] == ["-4wsuPCjDBc_5_15", "-7KMZQEsJW4_205_208", "-7KMZQEsJW4_205_208"]
     bad = _write(tmp_path / "test_qa.json", _qa([(3, "what?", "man")]))
-    with pytest.raises(ReaderError, match=r"(?s)test_qa\.json: 1 bad row.*item 0: key 'video_id': 3 is not in"):
-        readers.read_msvd_qa(bad, mapping, answers=ann.answers)
-    with pytest.raises(ReaderError, match=r"line 1: expected `<youtube name> vid<N>`"):
-        readers.read_msvd_qa(train, _write(tmp_path / "m.txt", "name 1\n"))
+    with pytest.raises(ManifestError, match=r"(?s)test_qa\.json: 1 bad row.*item 0: key 'video_id': 3 is not in"):
+        msvd.read_qa(bad, mapping, answers=ann.answers)
+    with pytest.raises(ManifestError, match=r"line 1: expected `<youtube name> vid<N>`"):
+        msvd.read_qa(train, _write(tmp_path / "m.txt", "name 1\n"))
 
 
 # --- multiple choice -----------------------------------------------------------------------------
@@ -248,14 +248,14 @@ def test_msrvtt_mc_json_list_jsonl_and_tsv(tmp_path: Path) -> None:
             {"clip_name": "video7011", "options": OPTIONS[::-1], "answer": "0", "qid": "mc1"}]
     expected = [{"video": "video7010", "options": OPTIONS, "answer": 2},
                 {"video": "video7011", "options": OPTIONS[::-1], "answer": 0}]
-    ann = readers.read_msrvtt_mc(_write(tmp_path / "MSRVTT_MC_test.json", rows))
+    ann = msrvtt.read_mc(_write(tmp_path / "MSRVTT_MC_test.json", rows))
     assert (ann.task, ann.split, ann.items) == ("mcqa", "msrvtt_mc", expected)
     jsonl = "\n".join(json.dumps(r) for r in rows) + "\n"
-    assert readers.read_msrvtt_mc(_write(tmp_path / "msrvtt_mc_test.jsonl", jsonl)).items == expected
+    assert msrvtt.read_mc(_write(tmp_path / "msrvtt_mc_test.jsonl", jsonl)).items == expected
     tsv = "\n".join(["key\tvid_key\ta1\ta2\ta3\ta4\ta5\tanswer",
                      "mc0\tmsr7010\t" + "\t".join(OPTIONS) + "\t2",
                      "mc1\tmsr7011\t" + "\t".join(OPTIONS[::-1]) + "\t0"])
-    assert readers.read_msrvtt_mc(_write(tmp_path / "MSR_MC_test.csv", tsv)).items == expected
+    assert msrvtt.read_mc(_write(tmp_path / "MSR_MC_test.csv", tsv)).items == expected
 
 
 def test_msrvtt_mc_bad_rows_name_the_key(tmp_path: Path) -> None:
@@ -263,11 +263,11 @@ def test_msrvtt_mc_bad_rows_name_the_key(tmp_path: Path) -> None:
             {"clip_name": "video2", "options": OPTIONS, "answer": 7},
             {"options": OPTIONS, "answer": 1}]
     path = _write(tmp_path / "mc.json", rows)
-    with pytest.raises(ReaderError,
+    with pytest.raises(ManifestError,
                        match=r"(?s)mc\.json: 3 bad row.*item 0: key 'options'.*item 1: key 'answer'.*item 2"):
-        readers.read_msrvtt_mc(path)
-    with pytest.raises(ReaderError, match="no multiple-choice rows"):
-        readers.read_msrvtt_mc(path, skip_bad=True)
+        msrvtt.read_mc(path)
+    with pytest.raises(ManifestError, match="no multiple-choice rows"):
+        msrvtt.read_mc(path, skip_bad=True)
 
 
 # --- the command line ----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Annotation readers for every supported layout, and build_shards / verify_shards end to end on tiny inputs."""
+"""Shard readers for every --format layout (snps3_ds.datasets.registry), and build_shards / verify_shards end
+to end on tiny inputs."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from shard_factory import jpeg_bytes, raw_samples, vp9_corpus
-from snps3_ds.datasets import ManifestError, ReaderOptions, read_manifest
-
-
+from snps3_ds.datasets.base import ManifestError, ReaderOptions
+from snps3_ds.datasets.registry import read_manifest
 from snps3_ds.sharding import build as build_shards
 from snps3_ds.sharding import verify as verify_shards
 
@@ -111,3 +111,17 @@ def test_build_shards_refuses_copy_with_resize(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="--codec h264 or vp9"):
         build_shards.main(["--manifest", str(manifest), "--format", "jsonl", "--out", str(tmp_path / "o"),
                            "--codec", "copy", "--resize", "64"])
+
+
+def test_readers_bad_entries_of_grouped_files_become_failed_samples(tmp_path: Path) -> None:
+    msrvtt = {"videos": [{"video_id": "video1"}, {"split": "test"}],
+              "sentences": [{"video_id": "video1", "caption": "a man sings"}, {"video_id": "video1"}]}
+    items = list(read_manifest("msrvtt", _write(tmp_path / "MSRVTT_data.json", json.dumps(msrvtt)), tmp_path))
+    assert [(i.key, i.captions) for i in items if not i.error] == [("video1", ["a man sings"])]
+    assert [i.key for i in items if i.error] == ["sentences_1_", "videos_1_"]
+    assert "sentences[1]: key 'caption'" in items[1].error and "MSRVTT_data.json" in items[1].error
+    didemo = [{"video": "a.mov", "description": "a dog runs"}, {"video": "a.mov", "times": [[0, 0]]}]
+    items = list(read_manifest("didemo", _write(tmp_path / "val_data.json", json.dumps(didemo)), tmp_path))
+    assert [(i.key, i.captions, i.error is None) for i in items] == [("a", ["a dog runs"], True),
+                                                                    ("item_1", [], False)]
+    assert "item 1: key 'description'" in items[1].error

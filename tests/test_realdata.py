@@ -13,7 +13,7 @@ import torch
 from shard_factory import REALDATA, data_config, raw_samples
 from snps3_ds.config import ModelConfig
 from snps3_ds.data.loader import build_eval_loader
-from snps3_ds.datasets import read_manifest
+from snps3_ds.datasets.registry import read_manifest
 from snps3_ds.data.decode.transforms import IMAGENET_STD
 from snps3_ds.models.factory import build_tokenizer
 

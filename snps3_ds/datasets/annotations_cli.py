@@ -33,7 +33,9 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from snps3_ds.datasets import annotation_readers as readers
+from snps3_ds.datasets import didemo, jsfusion, msrvtt, msvd
+from snps3_ds.datasets.base import split_name
+from snps3_ds.datasets.qa import coverage
 from snps3_ds.downstream.annotations import Annotation, load_annotation, write_annotation
 
 # format -> (the files it takes, in order; the split-name prefix for names read from the first file)
@@ -46,6 +48,7 @@ FILES: dict[str, tuple[tuple[str, ...], str | None]] = {
     "msvd_qa": (("{train,val,test}_qa.json", "youtube_mapping.txt"), "msvd_qa"),
     "msrvtt_mc": (("MSRVTT_MC_test.json",), None),
 }
+QA_TOP_ANSWERS = {"msrvtt_qa": msrvtt.QA_TOP_ANSWERS, "msvd_qa": msvd.QA_TOP_ANSWERS}
 
 
 def _split(args: argparse.Namespace) -> str | None:
@@ -56,7 +59,7 @@ def _split(args: argparse.Namespace) -> str | None:
     if prefix is None:
         return None
     named = args.files[1] if args.format == "msvd" else args.files[0]
-    return readers.split_name(named, prefix)
+    return split_name(named, prefix)
 
 
 def _vocabulary(args: argparse.Namespace, split: str) -> list[str] | None:
@@ -77,16 +80,16 @@ def read(args: argparse.Namespace) -> Annotation:
     f, split, skip = [Path(p) for p in args.files], _split(args), args.skip_bad
     if args.format in ("msrvtt_qa", "msvd_qa"):
         answers = _vocabulary(args, split)
-        top_n = readers.DEFAULT_TOP_ANSWERS[args.format] if args.top_answers is None else args.top_answers
+        top_n = QA_TOP_ANSWERS[args.format] if args.top_answers is None else args.top_answers
         if args.format == "msrvtt_qa":
-            return readers.read_msrvtt_qa(f[0], split, answers, top_n, skip)
-        return readers.read_msvd_qa(f[0], f[1], split, answers, top_n, skip)
+            return msrvtt.read_qa(f[0], split, answers, top_n, skip)
+        return msvd.read_qa(f[0], f[1], split, answers, top_n, skip)
     calls: dict[str, Callable[[], Annotation]] = {
-        "msrvtt_train": lambda: readers.read_msrvtt_train(f[0], f[1], split, skip),
-        "msrvtt_1ka": lambda: readers.read_msrvtt_1ka(f[0], split or "msrvtt_1ka", skip),
-        "didemo": lambda: readers.read_didemo(f[0], split, skip),
-        "msvd": lambda: readers.read_msvd(f[0], f[1], split, skip),
-        "msrvtt_mc": lambda: readers.read_msrvtt_mc(f[0], split or "msrvtt_mc", skip),
+        "msrvtt_train": lambda: msrvtt.read_retrieval(f[0], f[1], split, skip),
+        "msrvtt_1ka": lambda: jsfusion.read_retrieval(f[0], split or "msrvtt_1ka", skip),
+        "didemo": lambda: didemo.read_retrieval(f[0], split, skip),
+        "msvd": lambda: msvd.read_retrieval(f[0], f[1], split, skip),
+        "msrvtt_mc": lambda: msrvtt.read_mc(f[0], split or "msrvtt_mc", skip),
     }
     return calls[args.format]()
 
@@ -98,7 +101,7 @@ def summary(ann: Annotation) -> dict[str, Any]:
     if ann.task == "retrieval":
         out["texts"] = sum(len(item["texts"]) for item in ann.items)
     if ann.task == "qa":
-        covered, total = readers.coverage(ann)
+        covered, total = coverage(ann)
         out.update(answers=len(ann.answers or []), covered=covered, coverage=round(covered / total, 4))
     return out
 
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         ann = read(args)
         write_annotation(args.out, ann)
-    except ValueError as err:  # ReaderError, AnnotationError, ManifestError
+    except ValueError as err:  # ManifestError, AnnotationError
         raise SystemExit(f"error: {err}") from None
     info = summary(ann)
     line = f"wrote {args.out}: {info['task']} {info['split']}, {info['items']} items, {info['videos']} videos"

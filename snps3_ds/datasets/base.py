@@ -1,21 +1,35 @@
-"""What every annotation reader yields: one media file (or in-memory bytes) and its captions."""
+"""What the dataset modules share: the item a shard reader yields, sample keys, the one error for a bad dataset
+file, file loading, the retrieval annotation, and the bad-row collector.
+
+Bad rows: a file that is not in its expected layout at all (not JSON, wrong header) raises `ManifestError` at
+once. Rows with a missing or malformed field are collected in `BadRows`; `finish` then raises one
+`ManifestError` giving their count and the first few (file, line or item, key, expected form), or, with
+`skip_bad` (--skip-bad), leaves them out and logs the count and the first few as a warning. A shard reader
+instead yields them as failed samples, which the builder skips and lists in shards.json.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from snps3_ds.data.samples import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from snps3_ds.downstream.annotations import Annotation
 
+log = logging.getLogger(__name__)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
 MEDIA_SUFFIXES = tuple("." + e for e in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)
+_SHOWN = 5  # bad rows quoted in a message
 
 
 class ManifestError(ValueError):
-    """An annotation file that does not have the expected layout; names the file, line/key and the form."""
+    """A dataset file (annotation file, split list, mapping) that does not have its expected layout; the message
+    names the file, the line/item/key and the expected form."""
 
 
 @dataclass
@@ -43,12 +57,18 @@ class ReaderOptions:
     split: str | None = None  # MSR-VTT data json: keep only this split (train / validate / test)
 
 
+# --- keys ---------------------------------------------------------------------------------------
 def safe_key(text: str) -> str:
     """A WebDataset/DALI-safe key: no dots (readers split `key.ext` at the first dot), no slashes."""
     key = _UNSAFE.sub("_", text.strip())
     if not key:
         raise ManifestError(f"cannot make a sample key from {text!r}")
     return key
+
+
+def media_stem(name: str) -> str:
+    """`name` without a known media extension ('a.mov' -> 'a'); other names as they are."""
+    return Path(name).stem if Path(name).suffix.lower() in MEDIA_SUFFIXES else name
 
 
 def kind_of(path: str | Path) -> str:
@@ -80,9 +100,98 @@ def group_captions(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
     return grouped
 
 
-def load_json_manifest(manifest: Path) -> Any:
-    """A JSON annotation file, or a ManifestError naming it."""
+# --- reading files ------------------------------------------------------------------------------
+def read_lines(path: Path, expected: str) -> list[str]:
+    """The lines of a text file, or a ManifestError naming it and what it should have been."""
     try:
-        return json.loads(manifest.read_text(encoding="utf-8"))
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: file not found (expected {expected})") from None
+
+
+def load_json(path: Path, expected: str) -> Any:
+    """A JSON file, or a ManifestError naming it and what it should have been."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: file not found (expected {expected})") from None
     except json.JSONDecodeError as err:
-        raise ManifestError(f"{manifest}: not JSON ({err})") from err
+        raise ManifestError(f"{path}: not JSON ({err}); expected {expected}") from None
+
+
+def json_list(path: Path, expected: str) -> list[Any]:
+    """A JSON file holding a list."""
+    data = load_json(path, expected)
+    if not isinstance(data, list):
+        raise ManifestError(f"{path}: expected {expected}, got a JSON {type(data).__name__}")
+    return data
+
+
+def video_list(path: Path) -> list[tuple[int, str]]:
+    """(line, video id) of a split list: a csv with a `video_id` column (CLIP4Clip/Frozen
+    MSRVTT_train.9k.csv) or plain lines of one id each (train_list_jsfusion.txt, MSVD test_list.txt)."""
+    lines = read_lines(path, "a video list")
+    if lines and "video_id" in next(csv.reader([lines[0]])):
+        rows = csv.DictReader(lines)
+        return [(n, row["video_id"].strip()) for n, row in enumerate(rows, 2) if row.get("video_id", "").strip()]
+    return [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
+
+
+def text_field(row: Any, key: str) -> str:
+    """A non-empty stripped string field, or ValueError naming the key."""
+    value = row.get(key) if isinstance(row, dict) else None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"key {key!r}: expected a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def row_problem(err: Exception) -> str:
+    """A row error as text; a KeyError reads as the missing key."""
+    return f"missing key {err}" if isinstance(err, KeyError) else str(err)
+
+
+def split_name(path: Path, prefix: str) -> str:
+    """`<prefix>_train|val|test` from a file name such as `train_qa.json` or `test_data.json`."""
+    words = re.split(r"[^a-z0-9]+", Path(path).name.lower())
+    for split in ("train", "val", "test"):
+        if split in words or (split == "val" and "validate" in words):
+            return f"{prefix}_{split}"
+    raise ManifestError(f"{path}: cannot tell the split (train/val/test) from the file name; "
+                        f"pass a split name (--split-name)")
+
+
+def retrieval_annotation(split: str, source: Path, texts: dict[str, list[str]]) -> Annotation:
+    """A retrieval annotation with one item per video key; a ManifestError when no video has text."""
+    if not texts:
+        raise ManifestError(f"{source}: no videos with text found")
+    items = [{"video": key, "texts": t} for key, t in texts.items()]
+    return Annotation("retrieval", split, items, source=str(source))
+
+
+class BadRows:
+    """Collects per-row problems of one file. An annotation reader calls `finish`, which raises them, or logs
+    them when `skip_bad`; a shard reader yields them as failed samples (`as_items`), which the builder lists
+    in shards.json."""
+
+    def __init__(self, path: Path, skip_bad: bool = False) -> None:
+        self.path, self.skip_bad = path, skip_bad
+        self.problems: list[tuple[str, str]] = []  # (where, message)
+
+    def add(self, where: str, message: str) -> None:
+        self.problems.append((where, message))
+
+    def finish(self) -> None:
+        if not self.problems:
+            return
+        lines = [f"{where}: {message}" for where, message in self.problems[:_SHOWN]]
+        shown = "\n  ".join(lines)
+        more = f"\n  ... and {len(self.problems) - _SHOWN} more" if len(self.problems) > _SHOWN else ""
+        if not self.skip_bad:
+            raise ManifestError(f"{self.path}: {len(self.problems)} bad row(s) (skip them with --skip-bad):"
+                                f"\n  {shown}{more}")
+        log.warning("%s: skipped %d bad row(s):\n  %s%s", self.path, len(self.problems), shown, more)
+
+    def as_items(self, source: str) -> list[SourceItem]:
+        """The problems as samples that fail with bad_manifest_line, keyed by where they are."""
+        return [SourceItem(key=safe_key(where), path=None, captions=[], source=source,
+                           error=f"{self.path}: {where}: {message}") for where, message in self.problems]

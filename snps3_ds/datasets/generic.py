@@ -1,4 +1,5 @@
 """Generic manifests: JSONL or CSV/TSV rows with a media path and a caption (or captions), optional start/end.
+Shards only: an annotation for a downstream task is built from a benchmark's own files (the other modules).
 
 Accepted column names (first present wins), so manifests from other tools load without editing:
   path:     path, file, video, image, filename, media
@@ -21,6 +22,11 @@ PATH_FIELDS = ("path", "file", "video", "image", "filename", "media")
 CAPTION_FIELDS = ("captions", "caption", "sentence", "text", "label")
 KEY_FIELDS = ("key", "id", "video_id", "image_id")
 TASK_FIELDS = ("question", "answer", "options", "answer_idx", "video_id")
+
+
+def key(ident: Any, path: str) -> str:
+    """The shard key of a row: its key column when given, else the media file name without extension."""
+    return safe_key(str(ident if ident is not None else Path(path).stem))
 
 
 def _first(row: dict[str, Any], names: tuple[str, ...]) -> Any:
@@ -52,14 +58,13 @@ def item_from_row(row: dict[str, Any], media_root: Path, source: str, where: str
     if not isinstance(path, str):
         return SourceItem(key=f"row_{where.rsplit(':', 1)[-1]}", path=None, captions=[], source=source,
                           error=f"{where}: no media path (expected one of {', '.join(PATH_FIELDS)})")
-    key = _first(row, KEY_FIELDS)
+    ident = _first(row, KEY_FIELDS)
     try:
         start, end = _seconds(row.get("start"), where), _seconds(row.get("end"), where)
     except ManifestError as err:
-        return SourceItem(key=safe_key(str(key or Path(path).stem)), path=None, captions=[], source=source,
-                          error=str(err))
+        return SourceItem(key=key(ident, path), path=None, captions=[], source=source, error=str(err))
     extra = {k: row[k] for k in TASK_FIELDS if row.get(k) not in (None, "")}
-    return SourceItem(key=safe_key(str(key if key is not None else Path(path).stem)), path=media_root / path,
+    return SourceItem(key=key(ident, path), path=media_root / path,
                       captions=_captions(_first(row, CAPTION_FIELDS)), source=str(row.get("source") or source),
                       kind=str(row.get("kind") or kind_of(path)), start=start, end=end, extra=extra)
 

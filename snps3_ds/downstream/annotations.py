@@ -1,8 +1,9 @@
 """Downstream-task annotation files: what a fine-tuning or evaluation task asks about which video.
 
 Videos are sharded once; retrieval, open-ended QA and multi-choice QA are small JSON files that a
-loader joins to the shards by sample key (`item["video"]` == the shard `__key__`, made by
-`snps3_ds.data.readers.base.safe_key`). On disk:
+loader joins to the shards by sample key (`item["video"]` == the shard `__key__`). Both are made by the
+dataset's one key function (e.g. `snps3_ds.datasets.msrvtt.key`, ending in `snps3_ds.datasets.base.safe_key`),
+which its shard reader and its annotation reader share. On disk:
 
     {"format": "snps3_ds.annotation/1", "task": "retrieval" | "qa" | "mcqa", "split": NAME,
      "answers": [str, ...],                      # qa only: the answer vocabulary, label order

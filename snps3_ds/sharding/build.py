@@ -32,8 +32,9 @@ from typing import Any
 from tqdm import tqdm
 
 from snps3_ds.data.errors import DecodeError
+from snps3_ds.datasets.base import ManifestError, ReaderOptions, SourceItem
+from snps3_ds.datasets.registry import FORMATS, read_manifest
 from snps3_ds.sharding.transcode import EncodeOptions, prepare_sample
-from snps3_ds.datasets import FORMATS, ManifestError, ReaderOptions, SourceItem, read_manifest
 from snps3_ds.sharding.writer import ShardWriter
 
 log = logging.getLogger("build_shards")
