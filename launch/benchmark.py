@@ -16,6 +16,7 @@ and prints the ratios loader/limit, loader/limit_seek and loader/reference.
 
     python launch/benchmark.py train [--config RECIPE] [--ds_config BASE] [--steps 10] [--warmup 2]
         [--modes ddp,zero1,zero2,zero2_offload] [--world 2] [--micro N] [--data synthetic|loader]
+        [--accum 1,2,4,8] [--negatives step,micro]
         [--out results.json] [a.b=value ...]
 
 `train` measures the training step (forward, backward, reduction, optimiser) of the recipe's model in

@@ -170,12 +170,21 @@ class ObjectivesConfig:
     """Weight of LVWM, local vision-word matching; needs batch.word_positions (masking.kind=mssm)."""
     lvwm_temperature: float = 0.05
     """LVWM temperature on cos(word state, clip feature)."""
+    negatives: Literal["auto", "step", "micro"] = "auto"
+    """Which samples the gathered objectives (level 1, LVWM, MoCo, hard-negative mining) see. step: every sample
+    of the optimiser step, all ranks and all accumulated micro-batches (two passes per step: features without
+    gradient, then each micro-batch again with the same randomness, back-propagating cached feature gradients).
+    micro: the micro-batch of every rank (one pass; with accumulation k a step sees 1/k of its batch as
+    negatives). auto: step when the ds_config accumulates gradients, else micro."""
 
 
 @dataclass
 class OptimConfig:
+    name: Literal["adamw", "lamb"] = "adamw"
+    """The optimiser: torch's AdamW, or LAMB (timm's implementation: layer-wise trust ratios, for large
+    batches) with the same groups, betas, eps and decay. ZeRO-Offload needs adamw (DeepSpeed's CPU Adam)."""
     lr: float = 5e-5
-    """Peak learning rate of the text/fusion BERT and the heads."""
+    """Peak learning rate of the text/fusion BERT and the heads (at optim.reference_batch when scaled)."""
     visual_lr: float = 1e-4
     """Peak learning rate of the visual backbone and its projections."""
     head_lr: float | None = None
@@ -188,9 +197,19 @@ class OptimConfig:
     weight_decay: float = 1e-3
     """AdamW weight decay; never applied to biases and LayerNorm weights."""
     betas: tuple[float, float] = (0.9, 0.98)
-    """AdamW betas."""
+    """AdamW / LAMB betas."""
+    eps: float = 1e-8
+    """AdamW / LAMB epsilon (added to the root of the second moment)."""
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    """Scale every peak learning rate with the global batch G against optim.reference_batch R: linear G/R
+    (Goyal et al.), sqrt sqrt(G/R) (usual for Adam/LAMB), none. The rates used are printed at start."""
+    reference_batch: int = 256
+    """The global batch the recipe's learning rates were tuned at (lr_scaling)."""
     warmup_steps: int = 0
     """Linear warm-up length in optimiser steps."""
+    warmup_samples: int = 0
+    """Warm-up length in training samples instead (overrides warmup_steps): ceil(samples / global batch)
+    optimiser steps, so the warm-up covers the same data when the batch changes."""
     warmup_start: float = 0.0
     """Warm-up starts at this fraction of the peak (the reference: 0.1)."""
     schedule: Literal["cosine", "constant", "step"] = "cosine"

@@ -233,3 +233,33 @@ def test_model_attentive_masking_replaces_the_loader_mask(tiny_config: RunConfig
     seen.clear()
     task(batch)
     assert not seen, "evaluation never masks by attention"
+
+
+@pytest.mark.parametrize("negatives", ["micro", "step"])
+def test_fidelity_moco_momentum_updates_once_per_optimiser_step(tmp_path, negatives: str) -> None:
+    """With accumulation k the key encoders' EMA moves once per optimiser step, not k times; per-micro-batch
+    and whole-step (planned) negatives alike, through the trainer's step."""
+    import json
+
+    from snps3_ds.config import OptimConfig
+    from snps3_ds.engine.ds_config import load_ds_config
+    from snps3_ds.engine.steps import StepRequest, optimiser_step
+    from snps3_ds.engine.torch_engine import TorchEngine
+    from snps3_ds.processes import Processes
+
+    cfg, tokenizer, model = _tiny("objectives.lvwm=1", "objectives.contrastive_queue=16",
+                                  f"objectives.negatives={negatives}")
+    task = PretrainTask(model, cfg.objectives, cfg.model)
+    calls = []
+    original = task.moco.keys.update
+    task.moco.keys.update = lambda towers: (calls.append(1), original(towers))[1]
+    ds = tmp_path / "ds.json"
+    ds.write_text(json.dumps({"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 3}))
+    engine = TorchEngine(task, load_ds_config(ds), OptimConfig(), 10, set(), Processes(0, 1, 1, torch.device("cpu")))
+    batch = _lvwm_batch(cfg, tokenizer)
+    for step in (1, 2):
+        outcome = optimiser_step(StepRequest(engine, lambda: batch, seed=0, step=step))
+        assert outcome.stepped and len(outcome.outputs) == 3
+        assert all(torch.isfinite(out.loss) for out in outcome.outputs)
+        assert len(calls) == step, f"{len(calls)} momentum updates after {step} optimiser steps of 3 micro-batches"
+    assert int(task.moco.text_ptr) == 2 * 3 * 4 % 16  # every micro-batch's keys were enqueued once

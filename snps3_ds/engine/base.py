@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -13,7 +14,8 @@ from snps3_ds.tasks.base import TaskOutput
 
 
 class Engine(Protocol):
-    """forward -> backward -> step once per micro-batch; step() says when an optimiser step happened.
+    """set_boundary -> forward -> backward -> step once per micro-batch; step() says when an optimiser step
+    happened (on the micro-batch marked last).
 
     `module` is the task (model + objectives) in the engine's dtype on `device`; `frames_dtype` is what
     frames are cast to before the model sees them (None: left as the loader made them); `optimizer` is
@@ -29,7 +31,16 @@ class Engine(Protocol):
     frames_dtype: torch.dtype | None
     optimizer: Any
 
-    def forward(self, batch: VideoTextBatch) -> TaskOutput: ...
+    def forward(self, batch: VideoTextBatch, **task_kwargs: Any) -> TaskOutput: ...
+
+    def without_grad(self, fn: Callable[[VideoTextBatch], Any], batch: VideoTextBatch) -> Any:
+        """fn(batch) with the module in training mode, no gradient, the batch placed and cast as forward does
+        it (the first pass of a planned step)."""
+        ...
+
+    def set_boundary(self, last: bool) -> None:
+        """Before each micro-batch: whether its backward is the last of the optimiser step."""
+        ...
 
     def backward(self, loss: torch.Tensor) -> None: ...
 

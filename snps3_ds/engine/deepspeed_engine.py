@@ -7,7 +7,8 @@ deepspeed.initialize; ZeRO, precision, accumulation and clipping are then DeepSp
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -17,6 +18,8 @@ from snps3_ds.data.batch import VideoTextBatch
 from snps3_ds.engine.ds_config import EngineSettings
 from snps3_ds.engine.optim import build_optimizer, build_scheduler, param_groups
 from snps3_ds.tasks.base import TaskOutput
+
+T = TypeVar("T")
 
 
 class DeepSpeedEngine:
@@ -28,8 +31,8 @@ class DeepSpeedEngine:
         accelerator = get_accelerator()
         if settings.precision == "fp16" and accelerator.device_name() == "cpu":
             raise ConfigError(f"{settings.path}: DeepSpeed refuses fp16 on the CPU; use a bf16 or fp32 ds_config")
-        config = dict(settings.raw)
-        config.setdefault("zero_allow_untested_optimizer", True)  # our AdamW is torch's, not DeepSpeed's
+        config = {k: v for k, v in settings.raw.items() if k not in ("optimizer", "scheduler")}  # ours, checked
+        config.setdefault("zero_allow_untested_optimizer", True)  # our AdamW/LAMB are torch's/timm's
         optimizer = _offload_adam(task, optim, visual_names) if settings.offload_optimizer else \
             build_optimizer(task, optim, visual_names)
         scheduler = build_scheduler(optimizer, optim, max_steps)
@@ -42,9 +45,20 @@ class DeepSpeedEngine:
         self.micro_batch_size = self.engine.train_micro_batch_size_per_gpu()
         self.grad_accum = self.engine.gradient_accumulation_steps()
 
-    def forward(self, batch: VideoTextBatch) -> TaskOutput:
+    def forward(self, batch: VideoTextBatch, **task_kwargs: Any) -> TaskOutput:
         self.engine.train()
-        return self.engine(batch.to(self.device, frames_dtype=self.frames_dtype))
+        return self.engine(batch.to(self.device, frames_dtype=self.frames_dtype), **task_kwargs)
+
+    def without_grad(self, fn: Callable[[VideoTextBatch], T], batch: VideoTextBatch) -> T:
+        """fn(batch) on the training module (train mode: dropout on), batch cast as forward casts it."""
+        self.engine.train()
+        with torch.no_grad():
+            return fn(batch.to(self.device, frames_dtype=self.frames_dtype))
+
+    def set_boundary(self, last: bool) -> None:
+        """Mark whether the coming backward ends the optimiser step. ZeRO-2 resets its gradient accumulator
+        at a boundary, so a boundary marked on the wrong micro-batch silently drops gradients."""
+        self.engine.set_gradient_accumulation_boundary(last)
 
     def backward(self, loss: torch.Tensor) -> None:
         self.engine.backward(loss)
@@ -88,7 +102,11 @@ def _offload_adam(task: nn.Module, optim: OptimConfig, visual_names: set[str]) -
     (a torch optimizer there is refused); same groups, learning rates and decay as build_optimizer."""
     from deepspeed.ops.adam import DeepSpeedCPUAdam
 
-    return DeepSpeedCPUAdam(param_groups(task, optim, visual_names), betas=optim.betas, adamw_mode=True)
+    if optim.name != "adamw":
+        raise ConfigError(f"zero_optimization.offload_optimizer steps DeepSpeed's CPU Adam; optim.name={optim.name} "
+                          f"cannot be offloaded: use optim.name=adamw or a ds_config without offload")
+    return DeepSpeedCPUAdam(param_groups(task, optim, visual_names), betas=optim.betas, eps=optim.eps,
+                            adamw_mode=True)
 
 
 def fp32_state_dict_from_zero_checkpoint(checkpoint_dir: Path, tag: str) -> dict[str, torch.Tensor]:

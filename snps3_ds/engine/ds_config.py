@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from snps3_ds.config import ConfigError, TrainConfig
+from snps3_ds.config import ConfigError, OptimConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -83,3 +83,29 @@ def check_against_recipe(settings: EngineSettings, train: TrainConfig, world_siz
         raise ConfigError(f"{settings.path}: micro {settings.micro_batch_size} x accumulation {settings.grad_accum} x "
                           f"world {world_size} = {total}, but the recipe's train.global_batch_size is "
                           f"{train.global_batch_size}")
+
+
+_OPTIMIZER_TYPES = {"adam": "adamw", "adamw": "adamw", "lamb": "lamb", "fusedlamb": "lamb", "onebitlamb": "lamb"}
+
+
+def check_optimizer_block(settings: EngineSettings, optim: OptimConfig, recipe: str) -> None:
+    """The recipe builds the optimiser (its parameter groups and learning rates); a ds_config `optimizer` or
+    `scheduler` block that says something else is an error naming both, one that agrees is redundant."""
+    if "scheduler" in settings.raw:
+        raise ConfigError(f"{settings.path}: remove the `scheduler` block; the schedule is the recipe's "
+                          f"(optim.schedule, optim.warmup_steps in {recipe})")
+    block = settings.raw.get("optimizer")
+    if block is None:
+        return
+    kind = str(block.get("type", "")).lower()
+    params = block.get("params", {})
+    wanted = {"type": (_OPTIMIZER_TYPES.get(kind, kind), optim.name), "lr": (params.get("lr"), optim.lr),
+              "betas": (params.get("betas"), list(optim.betas)), "eps": (params.get("eps"), optim.eps),
+              "weight_decay": (params.get("weight_decay"), optim.weight_decay)}
+    differ = {key: pair for key, pair in wanted.items() if pair[0] is not None and pair[0] != pair[1]}
+    if differ:
+        detail = "; ".join(f"optimizer.{'params.' if key != 'type' else ''}{key} is {mine!r} but the recipe's "
+                           f"optim.{'name' if key == 'type' else key} is {theirs!r}"
+                           for key, (mine, theirs) in differ.items())
+        raise ConfigError(f"{settings.path} and {recipe} disagree on the optimiser: {detail}. The recipe builds it; "
+                          f"remove the ds_config's optimizer block or make them agree")

@@ -1,7 +1,9 @@
-"""AdamW parameter groups and the learning-rate schedule, counted in optimiser steps."""
+"""The optimiser (AdamW or LAMB) over {visual, text, head} x {decay, no decay} groups, learning rates
+scaled for the global batch, and the learning-rate schedule, counted in optimiser steps."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -27,7 +29,29 @@ def param_groups(module: nn.Module, cfg: OptimConfig, visual_names: set[str]) ->
 
 
 def build_optimizer(module: nn.Module, cfg: OptimConfig, visual_names: set[str]) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(param_groups(module, cfg, visual_names), betas=cfg.betas)
+    groups = param_groups(module, cfg, visual_names)
+    if cfg.name == "lamb":
+        from timm.optim import Lamb
+
+        # max_grad_norm=None: the engine clips (ds_config gradient_clipping); LAMB must not clip a second time
+        return Lamb(groups, betas=cfg.betas, eps=cfg.eps, max_grad_norm=None)
+    return torch.optim.AdamW(groups, betas=cfg.betas, eps=cfg.eps)
+
+
+def for_global_batch(cfg: OptimConfig, global_batch: int) -> tuple[OptimConfig, str]:
+    """The recipe's optimiser settings for this run's global batch (lr_scaling, warmup_samples), and a line
+    that says what was done."""
+    ratio = global_batch / cfg.reference_batch
+    factor = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[cfg.lr_scaling]
+    warmup = math.ceil(cfg.warmup_samples / global_batch) if cfg.warmup_samples else cfg.warmup_steps
+    scaled = dataclasses.replace(cfg, lr=cfg.lr * factor, visual_lr=cfg.visual_lr * factor, warmup_steps=warmup,
+                                 head_lr=cfg.head_lr * factor if cfg.head_lr is not None else None)
+    rates = f"lr {scaled.lr:.3g}, visual_lr {scaled.visual_lr:.3g}" + (
+        f", head_lr {scaled.head_lr:.3g}" if scaled.head_lr is not None else "")
+    how = "" if cfg.lr_scaling == "none" else f" ({cfg.lr_scaling} scaling x{factor:.3g}: global batch " \
+                                                f"{global_batch} vs reference {cfg.reference_batch})"
+    warm = f"; warm-up {warmup} steps" + (f" (= {cfg.warmup_samples} samples)" if cfg.warmup_samples else "")
+    return scaled, f"optimiser {cfg.name}: {rates}{how}{warm}"
 
 
 def lr_lambda(cfg: OptimConfig, max_steps: int):

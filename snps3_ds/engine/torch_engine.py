@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -23,6 +24,8 @@ from snps3_ds.engine.optim import build_optimizer, build_scheduler
 from snps3_ds.processes import Processes
 from snps3_ds.tasks.base import TaskOutput
 
+T = TypeVar("T")
+
 
 class _TupleOutput(nn.Module):
     """The task with a (loss, losses, metrics) result: DDP's static-graph hooks only see tensors in
@@ -32,8 +35,8 @@ class _TupleOutput(nn.Module):
         super().__init__()
         self.task = task
 
-    def forward(self, batch: VideoTextBatch) -> tuple[torch.Tensor, dict, dict]:
-        out = self.task(batch)
+    def forward(self, batch: VideoTextBatch, **task_kwargs: Any) -> tuple[torch.Tensor, dict, dict]:
+        out = self.task(batch, **task_kwargs)
         return out.loss, out.losses, out.metrics
 
 
@@ -61,7 +64,7 @@ class TorchEngine:
         self.optimizer = build_optimizer(task, optim, visual_names)
         self.scheduler = build_scheduler(self.optimizer, optim, max_steps)
         self.scaler = torch.amp.GradScaler(self.device.type) if settings.precision == "fp16" else None
-        self._micro = 0
+        self._last = True  # until the trainer marks boundaries, every micro-batch ends a step (accumulation 1)
         self._grad_norm: float | None = None
 
     def _autocast(self):
@@ -70,22 +73,31 @@ class TorchEngine:
         dtype = torch.bfloat16 if self.settings.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def forward(self, batch: VideoTextBatch) -> TaskOutput:
+    def forward(self, batch: VideoTextBatch, **task_kwargs: Any) -> TaskOutput:
         self.module.train()
         batch = batch.to(self.device)
         with self._autocast():
             if self.ddp is None:
-                return self.module(batch)
-            self.ddp.require_backward_grad_sync = (self._micro + 1) % self.grad_accum == 0  # what no_sync() toggles
-            return TaskOutput(*self.ddp(batch))
+                return self.module(batch, **task_kwargs)
+            self.ddp.require_backward_grad_sync = self._last  # what no_sync() toggles
+            return TaskOutput(*self.ddp(batch, **task_kwargs))
+
+    def without_grad(self, fn: Callable[[VideoTextBatch], T], batch: VideoTextBatch) -> T:
+        """fn(batch) on the training module (train mode: dropout on) under the same autocast as forward."""
+        self.module.train()
+        with torch.no_grad(), self._autocast():
+            return fn(batch.to(self.device))
+
+    def set_boundary(self, last: bool) -> None:
+        """Whether the coming backward ends the optimiser step (the step then applies the update)."""
+        self._last = last
 
     def backward(self, loss: torch.Tensor) -> None:
         loss = loss / self.grad_accum
         (self.scaler.scale(loss) if self.scaler else loss).backward()
 
     def step(self) -> bool:
-        self._micro += 1
-        if self._micro % self.grad_accum:
+        if not self._last:
             return False
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
@@ -117,7 +129,6 @@ class TorchEngine:
         self.module.load_state_dict(state["module"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self._micro = 0
         return state["client_state"]
 
     def save(self, save_dir: Path, tag: str, client_state: dict[str, Any]) -> None:

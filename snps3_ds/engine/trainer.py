@@ -1,8 +1,9 @@
 """The training loop. It knows engines, batches and TaskOutputs; nothing of the method's internals.
 
-Per micro-batch: fetch -> forward -> (all ranks agree: any non-finite loss? any stop signal?) ->
-backward -> step. A non-finite loss anywhere makes every rank skip that micro-batch; a stop signal
-(SIGTERM/SIGINT) makes every rank finish the optimiser step in flight, save, and return.
+Per optimiser step (snps3_ds.engine.steps): its micro-batches, each fetch -> forward -> (all ranks agree:
+any non-finite loss? any stop signal?) -> backward -> step, in two passes for a task that plans its steps.
+A non-finite loss anywhere makes every rank skip it; a stop signal (SIGTERM/SIGINT) makes every rank finish
+the optimiser step in flight, save, and return.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from snps3_ds.data.batch import BatchStream, VideoTextBatch
 from snps3_ds.distributed import gather_objects
 from snps3_ds.engine import rng
 from snps3_ds.engine.base import Engine, mean_over_ranks
-from snps3_ds.engine.faults import StopSignal, agree_any, nonfinite_terms
+from snps3_ds.engine.faults import StopSignal
+from snps3_ds.engine.steps import StepRequest, optimiser_step
 from snps3_ds.engine.run_checkpoints import mark_complete, prune, tag_for, write_rank_state
 from snps3_ds.engine.state import TrainState
 from snps3_ds.engine.system_stats import system_stats
@@ -98,34 +100,42 @@ def train(engine: Engine, batches: BatchStream, cfg: TrainConfig, logger: RunLog
 
 def _one_step(engine: Engine, batches: BatchStream, cfg: TrainConfig, state: TrainState,
               window: _Window, stop: StopSignal, trace) -> bool:
-    """Micro-batches until one optimiser step happened; returns whether all ranks agreed to stop."""
-    micro, stop_agreed = 0, False
+    """One optimiser step (snps3_ds.engine.steps; a planned step skipped whole for a non-finite loss is
+    retried with the next micro-batches); returns whether all ranks agreed to stop."""
     while True:
-        fetch_start = time.perf_counter()
-        batch = next(batches)
-        window.waited += time.perf_counter() - fetch_start
-        out = engine.forward(batch)
-        if cfg.inject_nonfinite_step == state.step + 1 and micro == 0 and engine.rank == cfg.inject_nonfinite_rank:
-            out = _poisoned(out)  # a fault drill: the same path a real NaN takes
-        bad = nonfinite_terms(out)
-        any_bad, any_stop = agree_any([bool(bad), stop.received is not None], engine.world_size)
-        stop_agreed = stop_agreed or any_stop
-        _write_trace(trace, state.step + 1, micro, batch, out, any_bad)
-        micro += 1
-        if any_bad:
+        request = StepRequest(engine, lambda: next(batches), cfg.seed, state.step + 1,
+                              lambda: stop.received is not None, _drill(cfg, state, engine.rank),
+                              _tracer(trace, state.step + 1))
+        outcome = optimiser_step(request)
+        window.waited += outcome.waited
+        for bad, batch in outcome.skipped:
             _report_nonfinite(engine, state, bad, batch)
-            continue
-        engine.backward(out.loss)
-        stepped = engine.step()
-        for name, value in {"loss": out.loss, **out.losses, **out.metrics}.items():
-            window.sums[name] = window.sums[name] + value.detach().float()
-        window.counted += 1
-        if stepped:
+        for out in outcome.outputs:
+            for name, value in {"loss": out.loss, **out.losses, **out.metrics}.items():
+                window.sums[name] = window.sums[name] + value.detach().float()
+            window.counted += 1
+        if outcome.stepped or outcome.stop:
             break
-    state.step += 1
-    state.samples += engine.micro_batch_size * engine.grad_accum * engine.world_size
-    window.steps += 1
-    return stop_agreed
+    if outcome.stepped:
+        state.step += 1
+        state.samples += engine.micro_batch_size * engine.grad_accum * engine.world_size
+        window.steps += 1
+    return outcome.stop
+
+
+def _drill(cfg: TrainConfig, state: TrainState, rank: int):
+    """The fault drill: the first micro-batch of step train.inject_nonfinite_step on one rank turns NaN."""
+    def poison(micro: int, out: TaskOutput) -> TaskOutput:
+        if cfg.inject_nonfinite_step == state.step + 1 and micro == 0 and rank == cfg.inject_nonfinite_rank:
+            return _poisoned(out)  # the same path a real NaN takes
+        return out
+    return poison
+
+
+def _tracer(trace, step: int):
+    if trace is None:
+        return None
+    return lambda micro, batch, out, skipped: _write_trace(trace, step, micro, batch, out, skipped)
 
 
 def _poisoned(out: TaskOutput) -> TaskOutput:

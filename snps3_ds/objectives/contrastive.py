@@ -31,6 +31,7 @@ class GlobalContrastiveLoss(nn.Module):
     text->video: each text is a query over every clip of every video in the global batch; its positives
     are all clips of its own video (logsumexp over them, the reference's MIL form).
     video->text: every real clip is a query over all global texts; its positive is its video's caption.
+    The returned loss is this rank's share times the world size: its mean over ranks is the global loss.
     """
 
     def __init__(self, temperature: float, rank: int = 0, world_size: int = 1) -> None:
@@ -60,7 +61,10 @@ class GlobalContrastiveLoss(nn.Module):
         c2t = torch.einsum("btd,nd->btn", clips, all_text) / temperature
         own = c2t[local, :, local + offset]  # [B, T]
         per_clip = torch.logsumexp(c2t, dim=-1) - own
-        loss_v2t = per_clip[clip_mask].mean()
+        # A mean over every rank's real clips: ranks may hold different numbers of them (images beside videos),
+        # so this rank's sum is divided by the global count and multiplied by the world size, and the engine's
+        # mean over ranks is the full-batch loss.
+        loss_v2t = per_clip[clip_mask].sum() * self.world_size / all_mask.sum().clamp(min=1)
 
         scores = torch.logsumexp(t2c, dim=-1).detach()
         return ContrastiveOutput((loss_t2v + loss_v2t) / 2, scores, local + offset)

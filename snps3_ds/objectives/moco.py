@@ -12,12 +12,15 @@ buffers; `_keep_in_fp32_modules_strict` asks it to keep `ema` and the queues in 
 engine cast anyway is made fp32 again at the next step. The key towers' own parameters follow the
 engine's dtype and are refreshed from the EMA after each update.
 
-Queues are seeded identically on every rank; each step enqueues the keys of the whole global batch.
+Queues are seeded identically on every rank; each step enqueues the keys of the whole global batch. The
+momentum update runs once per optimiser step (with accumulation k, not k times).
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -28,27 +31,53 @@ from snps3_ds.models.snp import text_features, video_features
 from snps3_ds.objectives import upcast
 from snps3_ds.objectives.contrastive import NEG_INF
 
+if TYPE_CHECKING:
+    from snps3_ds.data.batch import VideoTextBatch
 
-def moco_loss(text_q: torch.Tensor, clip_q: torch.Tensor, clip_mask: torch.Tensor, text_k: torch.Tensor,
-              clip_k: torch.Tensor, text_queue: torch.Tensor, video_queue: torch.Tensor,
-              temperature: torch.Tensor | float) -> torch.Tensor:
+
+@dataclass
+class MocoTerms:
+    """The two directions of the MoCo loss as sums and counts, so a caller can normalise by global counts."""
+
+    t2v_sum: torch.Tensor
+    t2v_count: int
+    v2t_sum: torch.Tensor
+    v2t_count: int
+
+    def mean(self, t2v_total: float | None = None, v2t_total: float | None = None) -> torch.Tensor:
+        """(t2v mean + v2t mean) / 2, each mean over `*_total` queries (default: these terms' own counts)."""
+        t2v = self.t2v_sum / max(t2v_total or self.t2v_count, 1)
+        v2t = self.v2t_sum / max(v2t_total or self.v2t_count, 1)
+        return (t2v + v2t) / 2
+
+
+def moco_terms(text_q: torch.Tensor, clip_q: torch.Tensor, clip_mask: torch.Tensor, text_k: torch.Tensor,
+               clip_k: torch.Tensor, queues: tuple[torch.Tensor, torch.Tensor],
+               temperature: torch.Tensor | float) -> MocoTerms:
     """The reference's MoCo level-1 loss (fp32); queries carry the gradient, keys and queues do not.
 
     video->text: every real clip is a query; positive: its caption's key; negatives: the text queue.
     text->video: every caption is a query; positives: the keys of its video's real clips (logsumexp,
-    the MIL form); negatives: the (clip-level) video queue. The two directions are averaged.
+    the MIL form); negatives: the (clip-level) video queue. `queues` is (text queue, video queue).
     """
+    text_queue, video_queue = queues
     text_q, clip_q = upcast(text_q), upcast(clip_q)
     text_k, clip_k = upcast(text_k).detach(), upcast(clip_k).detach()
     mask = clip_mask.bool()
     pos_v = torch.einsum("btd,bd->bt", clip_q, text_k) / temperature  # [B, T]
     neg_v = torch.einsum("btd,kd->btk", clip_q, upcast(text_queue)) / temperature  # [B, T, K]
     per_clip = torch.logsumexp(torch.cat([pos_v[..., None], neg_v], dim=-1), dim=-1) - pos_v
-    loss_v2t = per_clip[mask].mean()
     pos_t = (torch.einsum("bd,btd->bt", text_q, clip_k) / temperature).masked_fill(~mask, NEG_INF)  # [B, T]
     neg_t = text_q @ upcast(video_queue).T / temperature  # [B, K]
-    loss_t2v = (torch.logsumexp(torch.cat([pos_t, neg_t], dim=1), dim=1) - torch.logsumexp(pos_t, dim=1)).mean()
-    return (loss_t2v + loss_v2t) / 2
+    per_text = torch.logsumexp(torch.cat([pos_t, neg_t], dim=1), dim=1) - torch.logsumexp(pos_t, dim=1)
+    return MocoTerms(per_text.sum(), per_text.shape[0], per_clip[mask].sum(), int(mask.sum()))
+
+
+def moco_loss(text_q: torch.Tensor, clip_q: torch.Tensor, clip_mask: torch.Tensor, text_k: torch.Tensor,
+              clip_k: torch.Tensor, text_queue: torch.Tensor, video_queue: torch.Tensor,
+              temperature: torch.Tensor | float) -> torch.Tensor:
+    """The MoCo loss of one batch on its own (its means over its own queries)."""
+    return moco_terms(text_q, clip_q, clip_mask, text_k, clip_k, (text_queue, video_queue), temperature).mean()
 
 
 class MomentumEncoder(nn.Module):
@@ -106,24 +135,44 @@ class MomentumContrast(nn.Module):
         self.register_buffer("text_ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("video_ptr", torch.zeros((), dtype=torch.long))
 
-    def forward(self, towers: dict[str, nn.Module], text_q: torch.Tensor, clip_q: torch.Tensor,
-                clip_mask: torch.Tensor, frames: torch.Tensor, ids: torch.Tensor, text_mask: torch.Tensor,
-                temperature: torch.Tensor | float) -> torch.Tensor:
-        """Momentum update (training only), keys of this batch, loss against the queues, then enqueue."""
+    @torch.no_grad()
+    def update(self, towers: dict[str, nn.Module]) -> None:
+        """The momentum step: once per optimiser step (the query towers change only then)."""
+        self.keys.update(towers)
+
+    @torch.no_grad()
+    def keys_for(self, frames: torch.Tensor, clip_mask: torch.Tensor, ids: torch.Tensor,
+                 text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(text keys [B, D], clip keys [B, T, D]) of a batch from the momentum towers."""
+        return self.keys.text(ids, text_mask), self.keys.video(frames, clip_mask)
+
+    def loss(self, text_q: torch.Tensor, clip_q: torch.Tensor, clip_mask: torch.Tensor,
+             keys: tuple[torch.Tensor, torch.Tensor], temperature: torch.Tensor | float) -> torch.Tensor:
+        """This rank's share of the loss over every rank's queries: its sums over the GLOBAL query counts,
+        times the world size, so the engine's mean over ranks is the full-batch loss (ranks may hold
+        different numbers of real clips, e.g. images beside videos)."""
+        # clones: the queues change in place later, after autograd has saved them for backward
+        terms = moco_terms(text_q, clip_q, clip_mask, *keys, (self.text_queue.clone(), self.video_queue.clone()),
+                           temperature)
+        counts = torch.tensor([terms.t2v_count, terms.v2t_count], dtype=torch.float64)
+        if self.world_size > 1:
+            torch.distributed.all_reduce(counts)
+        return terms.mean(float(counts[0]), float(counts[1])) * self.world_size
+
+    def forward(self, towers: dict[str, nn.Module], queries: tuple[torch.Tensor, torch.Tensor],
+                batch: "VideoTextBatch", temperature: torch.Tensor | float, update: bool = True) -> torch.Tensor:
+        """One micro-batch on its own: momentum update (when `update`: the first micro-batch of an optimiser
+        step, in training), keys, the loss against the queues, then enqueue this micro-batch's keys."""
+        if self.training and update:
+            self.update(towers)
+        keys = self.keys_for(batch.frames, batch.clip_mask, batch.text_ids, batch.text_mask)
+        loss = self.loss(*queries, batch.clip_mask, keys, temperature)
         if self.training:
-            self.keys.update(towers)
-        with torch.no_grad():
-            text_k = self.keys.text(ids, text_mask)
-            clip_k = self.keys.video(frames, clip_mask)
-        # clones: the queues change in place below, after autograd has saved them for backward
-        loss = moco_loss(text_q, clip_q, clip_mask, text_k, clip_k, self.text_queue.clone(),
-                         self.video_queue.clone(), temperature)
-        if self.training:
-            self._enqueue(text_k, clip_k, clip_mask)
+            self.enqueue(*keys, batch.clip_mask)
         return loss
 
     @torch.no_grad()
-    def _enqueue(self, text_k: torch.Tensor, clip_k: torch.Tensor, clip_mask: torch.Tensor) -> None:
+    def enqueue(self, text_k: torch.Tensor, clip_k: torch.Tensor, clip_mask: torch.Tensor) -> None:
         """FIFO ring over the gathered keys of every rank (real clips only, clip-level as the reference)."""
         texts = gather_no_grad(upcast(text_k).contiguous(), self.world_size)
         clips = gather_no_grad(upcast(clip_k).contiguous(), self.world_size)

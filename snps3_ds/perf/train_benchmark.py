@@ -31,7 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,7 @@ from snps3_ds.processes import free_port, shut_down, start_processes
 from snps3_ds.engine.base import Engine
 from snps3_ds.engine.ds_config import load_ds_config
 from snps3_ds.engine.factory import make_engine
+from snps3_ds.engine.steps import StepRequest, optimiser_step, plans_steps
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -56,7 +57,7 @@ MB = 2 ** 20
 # Modes: ds_config variants built in memory from the base ds_config
 # ------------------------------------------------------------------------------------------------------
 
-def mode_ds_config(base: dict[str, Any], mode: str, micro: int) -> dict[str, Any]:
+def mode_ds_config(base: dict[str, Any], mode: str, micro: int, accum: int | None = None) -> dict[str, Any]:
     """The base ds_config with this mode's ZeRO stage and offload, and the benchmark's micro-batch.
 
     `ddp` keeps the base's precision/clipping/accumulation (read by the DDP engine) but is never given
@@ -67,6 +68,8 @@ def mode_ds_config(base: dict[str, Any], mode: str, micro: int) -> dict[str, Any
         raise ValueError(f"unknown mode {mode!r}: expected ddp, zero0..zero3 or zeroN_offload")
     raw = copy.deepcopy(base)
     raw["train_micro_batch_size_per_gpu"] = micro
+    if accum is not None:
+        raw["gradient_accumulation_steps"] = accum
     zero = raw.setdefault("zero_optimization", {})
     zero.pop("offload_optimizer", None)
     zero.pop("offload_param", None)
@@ -149,25 +152,21 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def optimiser_step(engine: Engine, batch: VideoTextBatch) -> float:
-    """Micro-steps until the engine takes an optimiser step (accumulation); the last micro-step's loss."""
-    while True:
-        out = engine.forward(batch)
-        engine.backward(out.loss)
-        if engine.step():
-            return float(out.loss.detach())
-
-
 def timed_steps(engine: Engine, batch: VideoTextBatch, warmup: int, steps: int,
                 device: torch.device) -> dict[str, Any]:
-    """`warmup` untimed then `steps` timed optimiser steps; ranks start the timed part together."""
-    losses = [optimiser_step(engine, batch) for _ in range(warmup)]
+    """`warmup` untimed then `steps` timed optimiser steps (the trainer's step: every micro-batch of it the
+    fixed batch, two passes when the task plans its steps); ranks start the timed part together."""
+    def one(step: int) -> float:
+        outcome = optimiser_step(StepRequest(engine, lambda: batch, seed=0, step=step))
+        return float(outcome.outputs[-1].loss.detach())
+
+    losses = [one(i + 1) for i in range(warmup)]
     sync(device)
     torch.distributed.barrier()
     times, start = [], time.perf_counter()
-    for _ in range(steps):
+    for i in range(steps):
         begin = time.perf_counter()
-        losses.append(optimiser_step(engine, batch))
+        losses.append(one(warmup + i + 1))
         sync(device)
         times.append(time.perf_counter() - begin)
     return {"step_s": times, "timed_s": time.perf_counter() - start, "losses": losses}
@@ -211,7 +210,7 @@ def run_rank(spec: dict[str, Any]) -> dict[str, Any]:
     result = {"rank": rank, **timing, "params": params, "micro": micro, "accum": settings.grad_accum,
               "precision": settings.precision, "zero_stage": settings.zero_stage, "device": str(device),
               "threads": torch.get_num_threads(), "rss_baseline_mb": baseline, "peak_rss_mb": peak_rss_mb(),
-              "optimizer_bytes": optimizer_bytes(engine.optimizer)}
+              "optimizer_bytes": optimizer_bytes(engine.optimizer), "planned": plans_steps(engine)}
     result["rss_increase_mb"] = result["peak_rss_mb"] - baseline
     if device.type == "cuda":
         result.update(gpu=torch.cuda.get_device_name(device),
@@ -246,6 +245,8 @@ class BenchOptions:
     data: str  # "synthetic" | "loader"
     work_dir: Path
     timeout_s: float
+    accums: list[int | None] = field(default_factory=lambda: [None])  # None: the base ds_config's accumulation
+    negatives: list[str | None] = field(default_factory=lambda: [None])  # objectives.negatives; None: the recipe's
 
 
 def usable_cores() -> int:
@@ -307,7 +308,7 @@ def error_line(log: Path) -> str:
     return (errors or lines or ["(no output)"])[-1][:300]
 
 
-def summarise(mode: str, ranks: list[dict[str, Any]], steps: int) -> dict[str, Any]:
+def summarise(mode: str, ranks: list[dict[str, Any]], steps: int, negatives: str | None = None) -> dict[str, Any]:
     """One table row from the ranks' figures: pooled step times, global samples/s over the slowest
     rank's timed wall clock, and the worst rank's memory (ZeRO's ranks are near-equal anyway)."""
     times = [t for r in ranks for t in r["step_s"]]
@@ -319,7 +320,9 @@ def summarise(mode: str, ranks: list[dict[str, Any]], steps: int) -> dict[str, A
            "step_ms_mean": 1e3 * statistics.fmean(times), "step_ms_std": 1e3 * statistics.pstdev(times),
            "step_ms_median": 1e3 * statistics.median(times),
            "samples_per_s": global_batch * steps / max(r["timed_s"] for r in ranks),
-           "loss_first": first["losses"][0], "loss_last": first["losses"][-1]}
+           "loss_first": first["losses"][0], "loss_last": first["losses"][-1],
+           "negatives": negatives or "recipe", "planned": first["planned"],
+           "negatives_per_step": global_batch if first["planned"] else first["micro"] * len(ranks)}
     for key in ("peak_rss_mb", "rss_increase_mb", "rss_baseline_mb", "cuda_peak_mb", "cuda_increase_mb"):
         if key in first:
             row[key] = max(r[key] for r in ranks)
@@ -331,22 +334,36 @@ def summarise(mode: str, ranks: list[dict[str, Any]], steps: int) -> dict[str, A
     return row
 
 
-def run_mode(opts: BenchOptions, mode: str, base: dict[str, Any], threads: int) -> dict[str, Any]:
-    """Write this mode's ds_config and spec into its folder, check the ds_config the way training
-    does, run the ranks, summarise; any failure becomes an error row."""
+@dataclass(frozen=True)
+class Row:
+    """One measured configuration: a strategy mode, an accumulation, a negatives choice."""
 
-    folder = opts.work_dir / mode
+    mode: str
+    accum: int | None = None
+    negatives: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.mode + (f"_a{self.accum}" if self.accum else "") + (f"_{self.negatives}" if self.negatives else "")
+
+
+def run_mode(opts: BenchOptions, row: Row, base: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Write this row's ds_config and spec into its folder, check the ds_config the way training does, run
+    the ranks, summarise; any failure becomes an error row."""
+    folder = opts.work_dir / row.name
     folder.mkdir(parents=True, exist_ok=True)
     try:
         ds_path = folder / "ds_config.json"
-        ds_path.write_text(json.dumps(mode_ds_config(base, mode, opts.micro), indent=1))
+        ds_path.write_text(json.dumps(mode_ds_config(base, row.mode, opts.micro, row.accum), indent=1))
         load_ds_config(ds_path)
-        spec = {"mode": mode, "recipe": opts.recipe, "overrides": opts.overrides, "ds_config": str(ds_path),
+        overrides = [*opts.overrides, *([f"objectives.negatives={row.negatives}"] if row.negatives else [])]
+        spec = {"mode": row.mode, "recipe": opts.recipe, "overrides": overrides, "ds_config": str(ds_path),
                 "steps": opts.steps, "warmup": opts.warmup, "data": opts.data, "threads": threads}
         (folder / "spec.json").write_text(json.dumps(spec, indent=1))
-        return summarise(mode, launch_ranks(folder / "spec.json", opts.world, threads, opts.timeout_s), opts.steps)
+        ranks = launch_ranks(folder / "spec.json", opts.world, threads, opts.timeout_s)
+        return summarise(row.mode, ranks, opts.steps, row.negatives)
     except Exception as err:  # noqa: BLE001 - a failing mode is reported in its row; the others still run
-        return {"mode": mode, "world": opts.world, "micro": opts.micro, "error": f"{type(err).__name__}: {err}"}
+        return {"mode": row.mode, "world": opts.world, "micro": opts.micro, "error": f"{type(err).__name__}: {err}"}
 
 
 def machine_info(world: int) -> dict[str, Any]:
@@ -367,11 +384,19 @@ def machine_info(world: int) -> dict[str, Any]:
 
 
 def with_ratios(rows: list[dict[str, Any]]) -> None:
-    """samples/s of each mode over ddp's, measured in this same run."""
+    """samples/s of each mode over ddp's, and a global-negatives step's time and memory over the plain step of
+    the same mode and accumulation (negatives=micro), all measured in this same run."""
     ddp = next((r for r in rows if r["mode"] == "ddp" and "samples_per_s" in r), None)
-    for row in rows:
-        if ddp is not None and "samples_per_s" in row:
+    ok = [r for r in rows if "samples_per_s" in r]
+    for row in ok:
+        if ddp is not None:
             row["vs_ddp"] = row["samples_per_s"] / ddp["samples_per_s"]
+        plain = next((r for r in ok if r["mode"] == row["mode"] and r["accum"] == row["accum"] and not r["planned"]),
+                     None)
+        if plain is not None and row["planned"]:
+            memory = "cuda_increase_mb" if "cuda_increase_mb" in row else "rss_increase_mb"
+            row["time_vs_plain"] = row["step_ms_mean"] / plain["step_ms_mean"]
+            row["memory_vs_plain"] = row[memory] / max(plain[memory], 1e-9)
 
 
 def run_benchmark(opts: BenchOptions) -> dict[str, Any]:
@@ -380,10 +405,10 @@ def run_benchmark(opts: BenchOptions) -> dict[str, Any]:
     machine = machine_info(opts.world)
     threads = machine["threads_per_rank"]
     rows = []
-    for mode in opts.modes:
-        print(f"[{mode}] {opts.world} ranks, {opts.warmup} warm-up + {opts.steps} timed steps ...", flush=True)
-        rows.append(run_mode(opts, mode, base, threads))
-        print(f"[{mode}] " + (rows[-1].get("error") or f"{rows[-1]['samples_per_s']:.2f} samples/s"), flush=True)
+    for row in [Row(m, a, n) for m in opts.modes for a in opts.accums for n in opts.negatives]:
+        print(f"[{row.name}] {opts.world} ranks, {opts.warmup} warm-up + {opts.steps} timed steps ...", flush=True)
+        rows.append(run_mode(opts, row, base, threads))
+        print(f"[{row.name}] " + (rows[-1].get("error") or f"{rows[-1]['samples_per_s']:.2f} samples/s"), flush=True)
     with_ratios(rows)
     gpus = [r["gpu"] for r in rows if "gpu" in r]
     machine["gpu"] = gpus[0] if gpus else None
@@ -413,20 +438,23 @@ def print_table(results: dict[str, Any]) -> None:
               else "synthetic (random frames, demo-like captions, BERT masking)")
     print(f"batches: {source}, built before the model and reused every step: data loading is not timed")
     mem = "GPU" if machine["gpu"] else "RSS"
-    print(f"{'mode':<15}{'world':>6}{'micro':>6}{'accum':>6}{'step ms':>18}{'samples/s':>11}{'x ddp':>7}"
-          f"{'peak ' + mem:>10}{'+' + mem:>9}{'optim MB':>10}{'master MB':>10}   (memory: MB per rank, worst rank)")
+    print(f"{'mode':<15}{'world':>6}{'micro':>6}{'accum':>6}{'negatives':>10}{'step ms':>18}{'samples/s':>11}"
+          f"{'x ddp':>7}{'peak ' + mem:>10}{'+' + mem:>9}{'optim MB':>10}{'master MB':>10}{'x plain t':>10}"
+          f"{'x plain m':>10}   (memory: MB per rank, worst rank)")
     for row in rows:
         if "error" in row:
             label = "offload: unavailable" if row["mode"].endswith("_offload") else "failed"
             print(f"{row['mode']:<15}{row['world']:>6}{row['micro']:>6}   {label} ({row['error']})")
             continue
         step = f"{row['step_ms_mean']:.1f} ± {row['step_ms_std']:.1f}"
-        ratio = f"{row['vs_ddp']:.2f}" if "vs_ddp" in row else "-"
-        print(f"{row['mode']:<15}{row['world']:>6}{row['micro']:>6}{row['accum']:>6}{step:>18}"
-              f"{row['samples_per_s']:>11.2f}{ratio:>7}{_memory_cells(row)}"
-              f"{row['optimizer_state_mb']:>10.1f}{row['master_weights_mb']:>10.1f}")
-    print(f"+{mem}: peak minus the rank's pre-model baseline; optim MB: Adam moments on the rank; master MB: "
-          "ZeRO's fp32 master partition (DDP's weights are fp32 already)")
+        cells = [f"{row[k]:.2f}" if k in row else "-" for k in ("vs_ddp", "time_vs_plain", "memory_vs_plain")]
+        print(f"{row['mode']:<15}{row['world']:>6}{row['micro']:>6}{row['accum']:>6}{row['negatives_per_step']:>10}"
+              f"{step:>18}{row['samples_per_s']:>11.2f}{cells[0]:>7}{_memory_cells(row)}"
+              f"{row['optimizer_state_mb']:>10.1f}{row['master_weights_mb']:>10.1f}{cells[1]:>10}{cells[2]:>10}")
+    print(f"negatives: per step (global negatives see micro x accumulation x world, per-micro-batch ones micro x "
+          f"world); +{mem}: peak minus the rank's pre-model baseline; optim MB: Adam moments on the rank; master MB: "
+          "ZeRO's fp32 master partition; x plain t/m: step time / +memory over the same mode and accumulation "
+          "with negatives=micro")
 
 
 if __name__ == "__main__":

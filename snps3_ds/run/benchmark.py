@@ -16,6 +16,7 @@ and prints the ratios loader/limit, loader/limit_seek and loader/reference.
 
     python launch/benchmark.py train [--config RECIPE] [--ds_config BASE] [--steps 10] [--warmup 2]
         [--modes ddp,zero1,zero2,zero2_offload] [--world 2] [--micro N] [--data synthetic|loader]
+        [--accum 1,2,4,8] [--negatives step,micro]
         [--out results.json] [a.b=value ...]
 
 `train` measures the training step (forward, backward, reduction, optimiser) of the recipe's model in
@@ -51,7 +52,9 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     results = run_benchmark(BenchOptions(
         str(Path(args.config).resolve()), [*args.overrides, f"train.micro_batch_size={micro}"],
         str(Path(args.ds_config).resolve()), [m.strip() for m in args.modes.split(",") if m.strip()],
-        args.world, args.steps, args.warmup, micro, args.data, work_dir, args.timeout))
+        args.world, args.steps, args.warmup, micro, args.data, work_dir, args.timeout,
+        accums=[int(a) for a in args.accum.split(",")] if args.accum else [None],
+        negatives=[n.strip() for n in args.negatives.split(",")] if args.negatives else [None]))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
     return results
@@ -67,6 +70,10 @@ def add_train_parser(commands: Any) -> None:
     train.add_argument("--modes", default="ddp,zero1,zero2,zero2_offload",
                        help="comma-separated: ddp, zero0..zero3, zeroN_offload")
     train.add_argument("--world", type=int, default=2, help="ranks per mode")
+    train.add_argument("--accum", help="comma-separated gradient accumulation steps to measure, e.g. 1,2,4,8 "
+                                       "(default: the base ds_config's)")
+    train.add_argument("--negatives", help="comma-separated objectives.negatives to measure: step (global "
+                                           "negatives, two passes), micro (per micro-batch); default: the recipe's")
     train.add_argument("--micro", type=int, help="micro-batch per rank (default: the recipe's, else the ds_config's)")
     train.add_argument("--data", choices=["synthetic", "loader"], default="synthetic",
                        help="synthetic batches with the recipe's shapes, or one real loader batch per rank")

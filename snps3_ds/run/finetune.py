@@ -105,4 +105,5 @@ def main(argv: list[str] | None = None, description: str = "Fine-tune SNP-S3") -
     rank = int(os.environ.get("RANK", "0"))
     return run_training(TrainingJob(cfg, args.ds_config, build_task_for(kind, cfg, train), args.engine, args.resume,
                                     init=initialise_from(args.init, rank), texts=task_texts(train, train=True),
-                                    validation=validation(cfg, evals) if evals else None))
+                                    validation=validation(cfg, evals) if evals else None,
+                                    recipe=args.config))

@@ -46,4 +46,4 @@ def main(argv: list[str] | None = None, description: str = "Pre-train SNP-S3") -
     cfg = cli.load_run_config(args)
     validation = zero_shot_validation(cfg) if cfg.train.eval_every > 0 else None
     return run_training(TrainingJob(cfg, args.ds_config, pretrain_task(cfg), args.engine, args.resume,
-                                    validation=validation))
+                                    validation=validation, recipe=args.config))

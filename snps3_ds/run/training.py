@@ -25,8 +25,9 @@ from snps3_ds.data.loader import StreamPlacement, build_train_loader, training_s
 from snps3_ds.demo.ensure import ensure_demo_data
 from snps3_ds.engine import rng
 from snps3_ds.engine.base import Engine
-from snps3_ds.engine.ds_config import EngineSettings, check_against_recipe, load_ds_config
+from snps3_ds.engine.ds_config import EngineSettings, check_against_recipe, check_optimizer_block, load_ds_config
 from snps3_ds.engine.factory import EngineKind, make_engine
+from snps3_ds.engine.optim import for_global_batch
 from snps3_ds.engine.faults import library_versions, preflight, verify_replicas
 from snps3_ds.engine.run_checkpoints import newest_complete, rank_file, read_complete, resolve_resume
 from snps3_ds.engine.state import TrainState
@@ -35,6 +36,7 @@ from snps3_ds.logging import RunLogger
 from snps3_ds.models.factory import build_model, build_tokenizer
 from snps3_ds.models.snp import SNPModel, visual_parameter_names
 from snps3_ds.processes import Processes, barrier, shut_down, start_processes
+from snps3_ds.tasks.base import StepPlanningTask
 
 TaskBuilder = Callable[[SNPModel, Any, int, int], nn.Module]  # (model, tokenizer, rank, world) -> task
 Validation = Callable[[Engine, Any, Processes], Callable[[int], "dict[str, float]"]]
@@ -53,6 +55,7 @@ class TrainingJob:
     init: Callable[[SNPModel], None] | None = None  # e.g. load pre-trained weights into the model
     texts: TaskTexts | None = None  # downstream tasks: which texts a shard video carries
     validation: Validation | None = None
+    recipe: str = "the recipe"  # its file, for messages
 
 
 @dataclass
@@ -63,6 +66,7 @@ class _Setup:
     model: SNPModel
     engine: Engine
     flops: tuple[float | None, float | None]
+    notes: list[str]  # printed at start: the optimiser's rates, what a step's negatives are
 
 
 def run_training(job: TrainingJob) -> TrainResult:
@@ -83,7 +87,7 @@ def run_training(job: TrainingJob) -> TrainResult:
     logger = RunLogger(run_dir, cfg.logging, to_dict(cfg), enabled=procs.rank == 0)
     if procs.rank == 0:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        print(_strategy_line(cfg, setup, job.engine), flush=True)
+        print("\n".join([_strategy_line(cfg, setup, job.engine), *setup.notes]), flush=True)
     evaluate = job.validation(engine, setup.tokenizer, procs) if job.validation else None
     hooks = TrainHooks(evaluate=evaluate, trace_dir=run_dir / "trace" if cfg.train.trace_samples else None)
     hooks.flops_per_sample, hooks.peak_flops = setup.flops
@@ -104,6 +108,8 @@ def _set_up(job: TrainingJob) -> _Setup:
     settings = load_ds_config(job.ds_config)
     procs = start_processes(group=job.engine == "deepspeed")
     check_against_recipe(settings, cfg.train, procs.world)
+    check_optimizer_block(settings, cfg.optim, job.recipe)
+    optim, optim_line = for_global_batch(cfg.optim, settings.global_batch_size(procs.world))
     if procs.rank == 0:
         ensure_demo_data(cfg)
     barrier(procs.world)
@@ -117,8 +123,15 @@ def _set_up(job: TrainingJob) -> _Setup:
     flops = _flops(task, model, cfg, settings.micro_batch_size)  # before the engine wraps (and casts) the model
     prefix = next(name for name, module in task.named_modules() if module is model)
     visual = {f"{prefix}.{name}" if prefix else name for name in visual_parameter_names(model)}
-    engine = make_engine(job.engine, task, settings, cfg.optim, cfg.train.max_steps, visual, procs)
-    return _Setup(procs, settings, tokenizer, model, engine, flops)
+    engine = make_engine(job.engine, task, settings, optim, cfg.train.max_steps, visual, procs)
+    return _Setup(procs, settings, tokenizer, model, engine, flops, [optim_line, *_step_lines(task, settings, cfg,
+                                                                                             procs)])
+
+
+def _step_lines(task: nn.Module, settings: EngineSettings, cfg: RunConfig, procs: Processes) -> list[str]:
+    if not isinstance(task, StepPlanningTask):
+        return []
+    return [task.describe_step(settings.micro_batch_size, settings.grad_accum, procs.world, cfg.data.num_clips)]
 
 
 def _placement(cfg: RunConfig, procs: Processes) -> StreamPlacement:

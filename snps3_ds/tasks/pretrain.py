@@ -8,6 +8,10 @@ Terms, each weighted by `objectives.<name>` (0 = off, DESIGN §4.3):
   text_mlm     the reference's text-pass MLM head (its input is unmasked)
   lvwm         local vision-word matching of the loader's chosen words against clip features
 The fusion passes of level2 and vtm use the unmasked caption and share the positive pair's pass.
+
+Negatives (`objectives.negatives`): `step` runs each optimiser step in two passes so the gathered objectives
+see every sample of the step on every rank (snps3_ds.tasks.planned); `micro` gathers over ranks per
+micro-batch; `auto` is `step` when the ds_config accumulates gradients and `micro` otherwise.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from snps3_ds.objectives.matching import CrossMatchingLoss
 from snps3_ds.objectives.mlm import masked_positions, mlm_loss
 from snps3_ds.objectives.moco import MomentumContrast
 from snps3_ds.objectives.vtm import VTMLoss
-from snps3_ds.ranking import query_ranks
 from snps3_ds.tasks.attentive import AttentiveMasking
 from snps3_ds.tasks.base import TaskOutput
+from snps3_ds.tasks.in_batch import in_batch_recall
+from snps3_ds.tasks.planned import PlannedSteps
+from snps3_ds.tasks.step_plan import StepPlan
 
 TERMS = ("contrastive", "level2", "vtm", "mlm", "text_mlm", "lvwm")
 
@@ -43,7 +49,7 @@ def build_pretrain_task(model: SNPModel, cfg: RunConfig, tokenizer, rank: int = 
     return PretrainTask(model, cfg.objectives, cfg.model, rank, world_size, attentive)
 
 
-class PretrainTask(nn.Module):
+class PretrainTask(PlannedSteps, nn.Module):
     def __init__(self, model: SNPModel, objectives: ObjectivesConfig, model_cfg: ModelConfig,
                  rank: int = 0, world_size: int = 1, attentive: AttentiveMasking | None = None) -> None:
         super().__init__()
@@ -69,6 +75,8 @@ class PretrainTask(nn.Module):
         self.attentive = attentive if "mlm" in self.weights else None
         if self.attentive is not None:
             model.enable_attention_weights()
+        self.negatives = objectives.negatives
+        self.lvwm_temperature = objectives.lvwm_temperature
 
     def rng_state(self) -> dict:
         """The task's own generators (exact resume); torch's global one is the trainer's business."""
@@ -78,16 +86,24 @@ class PretrainTask(nn.Module):
         if self.attentive is not None and "attentive" in state:
             self.attentive.load_state_dict(state["attentive"])
 
-    def forward(self, batch: VideoTextBatch) -> TaskOutput:
+    def plans_steps(self, grad_accum: int) -> bool:
+        """Two-pass optimiser steps: with negatives=step, or auto and gradient accumulation; only when a
+        gathered objective or hard-negative mining is on (otherwise every term is per micro-batch anyway)."""
+        gathers = self.mines or any(t in self.weights for t in ("contrastive", "lvwm"))
+        wanted = self.negatives == "step" or (self.negatives == "auto" and grad_accum > 1)
+        return gathers and wanted
+
+    def forward(self, batch: VideoTextBatch, plan: StepPlan | None = None, micro: int = 0) -> TaskOutput:
+        """One micro-batch: on its own (negatives over the ranks' micro-batches), or as micro-batch `micro` of
+        a planned step (negatives over the whole step). `micro` 0 starts an optimiser step (MoCo's update)."""
         if batch.num_texts != batch.num_videos:
             raise ValueError(f"pre-training pairs one caption per video; got {batch.num_texts} captions "
                              f"for {batch.num_videos} videos")
+        if plan is not None:
+            return self.planned_forward(batch, plan, micro)
         model = self.model
-        video = model.encode_video(batch.frames, batch.clip_mask)
-        attentive = self.attentive is not None and self.training and self.attentive.draw()
-        text = None
-        if self.needs_text or attentive:
-            text = model.encode_text(batch.text_ids, batch.text_mask, importance=attentive)
+        attentive = self._draw_attentive()
+        video, text = self._towers(batch, attentive)
         if attentive:
             batch = self.attentive.apply(batch, text.importance)
         terms: dict[str, torch.Tensor] = {}
@@ -99,19 +115,10 @@ class PretrainTask(nn.Module):
             rows = self._rows(batch)
             metrics.update(in_batch_recall(similarity[rows], rows, "l1"))
         if "contrastive" in self.weights:
-            terms["contrastive"] = self._contrastive(batch, text.global_feature, video)
+            terms["contrastive"] = self._contrastive(batch, text.global_feature, video, update=micro == 0)
         if "level2" in self.weights or "vtm" in self.weights:
             self._matching(batch, video, similarity, terms, metrics)
-        if "mlm" in self.weights:
-            owners = batch.text_video_index
-            fused = model.fuse(batch.mlm_ids, batch.text_mask, video.tokens[owners], batch.clip_mask[owners])
-            chosen = masked_positions(batch.mlm_labels)
-            out = mlm_loss(model.mlm_logits(fused.text_states[chosen]), batch.mlm_labels[chosen])
-            terms["mlm"], metrics["mlm_acc"] = out.loss, out.accuracy
-        if "text_mlm" in self.weights:
-            chosen = masked_positions(batch.mlm_labels)
-            out = mlm_loss(model.text_mlm_logits(text.states[chosen]), batch.mlm_labels[chosen])
-            terms["text_mlm"], metrics["text_mlm_acc"] = out.loss, out.accuracy
+        self._masked_terms(batch, video, text, terms, metrics)
         if "lvwm" in self.weights:
             words = chosen_word_states(text.states, batch.word_positions)
             out_lvwm = self.lvwm(words, video.clip_features, batch.clip_mask)
@@ -120,16 +127,43 @@ class PretrainTask(nn.Module):
         total = sum(self.weights[name] * loss for name, loss in terms.items())
         return TaskOutput(total, {name: loss.detach() for name, loss in terms.items()}, metrics)
 
+    def _draw_attentive(self) -> bool:
+        """Whether this micro-batch's fusion MLM masks by attention (a draw per training micro-batch)."""
+        return self.attentive is not None and self.training and self.attentive.draw()
+
+    def _towers(self, batch: VideoTextBatch, attentive: bool):
+        """The video tower, then (when an objective needs it) the text pass: the same order in both passes of a
+        planned step, so the second pass repeats the first one's dropout."""
+        video = self.model.encode_video(batch.frames, batch.clip_mask)
+        text = None
+        if self.needs_text or attentive:
+            text = self.model.encode_text(batch.text_ids, batch.text_mask, importance=attentive)
+        return video, text
+
+    def _masked_terms(self, batch: VideoTextBatch, video: VideoFeatures, text, terms: dict, metrics: dict,
+                      normaliser: float | None = None) -> None:
+        """Fusion-pass MLM/MSSM and the optional text-pass MLM; `normaliser`: divide the token sum by this
+        (a global count) instead of taking this batch's mean."""
+        chosen = masked_positions(batch.mlm_labels)
+        if "mlm" in self.weights:
+            owners = batch.text_video_index
+            fused = self.model.fuse(batch.mlm_ids, batch.text_mask, video.tokens[owners], batch.clip_mask[owners])
+            out = mlm_loss(self.model.mlm_logits(fused.text_states[chosen]), batch.mlm_labels[chosen], normaliser)
+            terms["mlm"], metrics["mlm_acc"] = out.loss, out.accuracy
+        if "text_mlm" in self.weights:
+            out = mlm_loss(self.model.text_mlm_logits(text.states[chosen]), batch.mlm_labels[chosen], normaliser)
+            terms["text_mlm"], metrics["text_mlm_acc"] = out.loss, out.accuracy
+
     def _rows(self, batch: VideoTextBatch) -> torch.Tensor:
         """Global indices of this rank's samples (ranks hold equal micro-batches, in rank order)."""
         return self.rank * batch.num_videos + torch.arange(batch.num_videos, device=batch.text_ids.device)
 
-    def _contrastive(self, batch: VideoTextBatch, text: torch.Tensor, video: VideoFeatures) -> torch.Tensor:
+    def _contrastive(self, batch: VideoTextBatch, text: torch.Tensor, video: VideoFeatures,
+                     update: bool) -> torch.Tensor:
         temperature = self.model.temperature()
         if self.moco is None:
             return self.contrastive(text, video.clip_features, batch.clip_mask, temperature).loss
-        return self.moco(self.model.momentum_towers(), text, video.clip_features, batch.clip_mask, batch.frames,
-                         batch.text_ids, batch.text_mask, temperature)
+        return self.moco(self.model.momentum_towers(), (text, video.clip_features), batch, temperature, update)
 
     def _matching(self, batch: VideoTextBatch, video: VideoFeatures, similarity: torch.Tensor | None,
                   terms: dict[str, torch.Tensor], metrics: dict[str, torch.Tensor]) -> None:
@@ -181,14 +215,3 @@ class FusionPairs:
         """[N_all, N_all] True where two captions are token-identical (never negatives of each other)."""
         ids = self.ids * self.mask
         return (ids[:, None, :] == ids[None, :, :]).all(dim=-1)
-
-
-def in_batch_recall(scores: torch.Tensor, targets: torch.Tensor, prefix: str) -> dict[str, torch.Tensor]:
-    """Text->video R@1/5/10 and median rank of each query row among its columns (detached)."""
-    truth = torch.zeros_like(scores, dtype=torch.bool)
-    truth[torch.arange(scores.shape[0], device=scores.device), targets] = True
-    ranks = query_ranks(scores.detach(), truth).float()
-    metrics = {f"{prefix}_t2v_R@{k}": (ranks <= k).float().mean() * 100 for k in (1, 5, 10)}
-    metrics[f"{prefix}_t2v_MdR"] = ranks.median()
-    return metrics
-
