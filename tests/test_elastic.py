@@ -1,0 +1,91 @@
+"""Elastic resume: a ZeRO-2 run continues on another number of ranks with its optimiser state and its sample
+stream. 2 ranks train 6 steps, 1 rank the next 4 (accumulation 2 keeps the global batch 8), 2 ranks the last 4;
+every step's global batch equals the uninterrupted 2-rank run's, and the Adam moments and step counts right
+after each reload equal those saved. Select with `pytest -k elastic`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from launching import deepspeed_cmd, global_batches, pretrain_args, read_jsonl, run_ok
+
+STEPS = 14
+LEGS = [(2, 6), (1, 10), (2, STEPS)]  # (ranks, last step of the leg)
+
+
+def _worlds(legs: list[tuple[int, int]]) -> dict[int, int]:
+    """step -> the number of ranks that ran it."""
+    worlds, first = {}, 1
+    for ranks, last in legs:
+        worlds.update({step: ranks for step in range(first, last + 1)})
+        first = last + 1
+    return worlds
+
+
+@pytest.fixture(scope="module")
+def elastic_run(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """The three legs in one run folder, and what each printed."""
+    run_dir = tmp_path_factory.mktemp("elastic") / "run"
+    return run_dir, _run_legs(tiny_corpus, run_dir)
+
+
+def _run_legs(corpus: Path, run_dir: Path) -> list[str]:
+    outs = []
+    for i, (ranks, last) in enumerate(LEGS):
+        extra = [f"train.max_steps={STEPS}", f"train.stop_after_step={last}", "train.audit_optimizer_state=true"]
+        extra += ["--resume", "auto"] if i else []
+        outs.append(run_ok(deepspeed_cmd(ranks, "launch/pretrain.py", *pretrain_args(corpus, run_dir, *extra)),
+                           OMP_NUM_THREADS="1"))
+    return outs
+
+
+def _assert_restored(audit: Path, tag: str, saved_by: int, loaded_by: int) -> None:
+    saved = torch.load(audit / f"{tag}_saved_world{saved_by}.pt", weights_only=True)
+    loaded = torch.load(audit / f"{tag}_loaded_world{loaded_by}.pt", weights_only=True)
+    assert saved["steps"] == loaded["steps"] and saved["global_steps"] == loaded["global_steps"], (saved["steps"],
+                                                                                                   loaded["steps"])
+    assert saved["params"].keys() == loaded["params"].keys()
+    for name, states in saved["params"].items():
+        assert set(states) == {"fp32", "exp_avg", "exp_avg_sq"}, name
+        for key, value in states.items():
+            worst = (value - loaded["params"][name][key]).abs().max().item()
+            assert worst <= 1e-6, (tag, name, key, worst)
+    assert any(float(s["exp_avg_sq"].abs().sum()) > 0 for s in saved["params"].values()), "moments never moved"
+
+
+@pytest.mark.slow
+def test_elastic_2_then_1_then_2_ranks_continue_the_global_batches_and_adam_state(
+        elastic_run: tuple[Path, list[str]], uninterrupted_run: Path) -> None:
+    run_dir, outs = elastic_run
+    assert "written by 2 ranks, this run has 1: gradient accumulation 2" in outs[1], outs[1][-3000:]
+    assert "micro 4 x accumulation 2 x world 1 = global batch 8" in outs[1]
+    assert "written by 1 ranks, this run has 2: gradient accumulation 1" in outs[2], outs[2][-3000:]
+    assert (run_dir / "checkpoints" / "step_00000006" / "universal").is_dir()
+
+    want = global_batches(uninterrupted_run, {step: 2 for step in range(1, STEPS + 1)})
+    got = global_batches(run_dir, _worlds(LEGS))
+    assert got == want, [step for step in want if got.get(step) != want[step]]
+    seen = [k for step in sorted(want) for k in want[step]]
+    assert len(seen) == STEPS * 8 and sorted(seen[:24]) == sorted(set(seen[:24])), "an epoch repeats nothing"
+
+    _assert_restored(run_dir / "audit", "step_00000006", saved_by=2, loaded_by=1)
+    _assert_restored(run_dir / "audit", "step_00000010", saved_by=1, loaded_by=2)
+    last = read_jsonl(run_dir / "metrics.jsonl")[-1]
+    assert last["step"] == STEPS and last["train/samples_seen"] == STEPS * 8
+
+
+@pytest.mark.slow
+@pytest.mark.skip(reason="needs global negatives over the whole optimiser step (feature caching across gradient "
+                         "accumulation, in progress elsewhere): today 1 rank x accumulation 2 scores each micro-batch "
+                         "against its own 4 samples where 2 ranks score against all 8, so the losses differ by design; "
+                         "the training process's dropout must also not depend on the rank layout")
+def test_elastic_losses_match_the_uninterrupted_run_in_fp32(elastic_run: tuple[Path, list[str]],
+                                                            uninterrupted_run: Path) -> None:
+    run_dir, _ = elastic_run
+    want = {r["step"]: r["train/loss"] for r in read_jsonl(uninterrupted_run / "metrics.jsonl") if "train/loss" in r}
+    got = {r["step"]: r["train/loss"] for r in read_jsonl(run_dir / "metrics.jsonl") if "train/loss" in r}
+    for step in range(LEGS[0][1] + 1, STEPS + 1):
+        assert abs(got[step] - want[step]) <= 1e-4, (step, got[step], want[step])
