@@ -89,3 +89,20 @@ def test_elastic_losses_match_the_uninterrupted_run_in_fp32(elastic_run: tuple[P
     got = {r["step"]: r["train/loss"] for r in read_jsonl(run_dir / "metrics.jsonl") if "train/loss" in r}
     for step in range(LEGS[0][1] + 1, STEPS + 1):
         assert abs(got[step] - want[step]) <= 1e-4, (step, got[step], want[step])
+
+
+def test_elastic_accumulation_keeps_the_global_batch_or_refuses() -> None:
+    from snps3_ds.config import ConfigError, TrainConfig
+    from snps3_ds.engine.ds_config import EngineSettings
+    from snps3_ds.run.elastic import ResumePoint, fit_accumulation, needs_universal
+
+    settings = EngineSettings("z2.json", {"gradient_accumulation_steps": 1}, 4, 1, "fp32", 1.0, 2)
+    point = ResumePoint(Path("ckpt/step_00000006"), written_by=2, global_batch=8)
+    on_one = fit_accumulation(settings, TrainConfig(), 1, point)
+    assert on_one.grad_accum == 2 and on_one.raw["gradient_accumulation_steps"] == 2
+    assert fit_accumulation(settings, TrainConfig(), 2, point) is settings, "same world size: the ds_config stands"
+    assert fit_accumulation(settings, TrainConfig(global_batch_size=16), 2, None).grad_accum == 2
+    with pytest.raises(ConfigError, match=r"global batch of ckpt/step_00000006 .* is 8, which micro 4 x world 3"):
+        fit_accumulation(settings, TrainConfig(), 3, point)
+    assert needs_universal(point, 1, "deepspeed", settings) and not needs_universal(point, 2, "deepspeed", settings)
+    assert not needs_universal(point, 1, "torch", settings)
