@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,10 +20,18 @@ def launch_env(**extra: str) -> dict[str, str]:
 
 
 def run_ok(cmd: list[str], timeout: int = 600, **env: str) -> str:
-    """Run a command from the repository root; fail the test with its output tails when it fails."""
-    done = subprocess.run(cmd, cwd=REPO, env=launch_env(**env), capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
-    return done.stdout
+    """Run a command from the repository root; fail the test with its output tails when it fails. It runs in
+    a session of its own, killed whole on a timeout, so no rank outlives the test."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=launch_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=60)
+        raise AssertionError(f"{' '.join(cmd)} did not finish in {timeout} s:\n{out[-3000:]}\n{err[-5000:]}") from None
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{out[-3000:]}\n{err[-5000:]}"
+    return out
 
 
 def deepspeed_cmd(ranks: int, script: str, *args: str) -> list[str]:
