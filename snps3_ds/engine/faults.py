@@ -94,7 +94,7 @@ def library_versions() -> dict[str, str]:
     import deepspeed  # noqa: F401 - only the version is read; absent in plain-torch runs
     import transformers
 
-    return {"python": platform.python_version(), "torch": torch.__version__,
+    return {"python": platform.python_version(), "torch": torch.__version__, "cuda": str(torch.version.cuda),
             "deepspeed": getattr(deepspeed, "__version__", "?"), "transformers": transformers.__version__}
 
 
