@@ -140,3 +140,20 @@ def test_checkpoints_a_lost_rank_is_named_by_the_roll_call(tmp_path: Path) -> No
     message = (tmp_path / "lost.txt").read_text()
     assert message.startswith("rank 0: lost rank 1 (host node-b, pid 4242): it did not answer a roll call"), message
     assert "the last complete checkpoint is step_00000002" in message and "--resume auto" in message
+
+
+def _timeout_rank(rank: int, port: int) -> None:
+    from snps3_ds.processes import shut_down, start_processes
+
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    start_processes(group=True, timeout_s=7)
+    group = torch.distributed.new_group(ranks=[0])  # made later without a timeout, as DeepSpeed's ZeRO groups are
+    timeout = group._get_backend(torch.device("cpu")).options._timeout
+    Path(os.environ["PREFLIGHT_OUT"], "timeout.txt").write_text(str(timeout))
+    shut_down(1)
+
+
+def test_checkpoints_collective_timeout_bounds_groups_made_later(tmp_path: Path) -> None:
+    os.environ["PREFLIGHT_OUT"] = str(tmp_path)
+    mp.spawn(_timeout_rank, args=(free_port(),), nprocs=1)
+    assert (tmp_path / "timeout.txt").read_text() == "0:00:07", "not torch's 30-minute default"
