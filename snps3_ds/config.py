@@ -244,6 +244,16 @@ class TrainConfig:
     """Validation (val/ metrics on data.eval_shards) every this many optimiser steps (0: none during training)."""
     trace_samples: bool = False
     """Write each micro-batch's sample keys and losses to run_dir/trace/rank_NNNNN.jsonl (audits, resume tests)."""
+    stop_after_step: int = 0
+    """End this session once this many optimiser steps are done (saving a checkpoint), without changing
+    max_steps, over which the schedule is counted: a planned stop (a job's time limit, moving to other nodes)
+    that a later --resume auto continues exactly (0: run to max_steps)."""
+    collective_timeout_s: float = 600.0
+    """Bound on every collective (torch's default is 30 min): a lost or hung rank stops the others with an error
+    naming it within about this time. Keep it above the slowest step, checkpoint save and evaluation."""
+    audit_optimizer_state: bool = False
+    """Write the gathered Adam moments and step counts at every save and right after every resume to
+    run_dir/audit/ (what the elastic-resume test compares; a full gather of the optimiser state each time)."""
     inject_nonfinite_step: int = 0
     """Fault drill: make the loss NaN on the first micro-batch of this optimiser step (1-based; 0: off)."""
     inject_nonfinite_rank: int = 0

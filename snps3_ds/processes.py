@@ -57,10 +57,22 @@ def start_processes(group: bool = True, timeout_s: float | None = None) -> Proce
     if (group or world > 1) and not dist.is_initialized():
         kwargs = {"timeout": timedelta(seconds=timeout_s)} if timeout_s else {}
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", **kwargs)
+        if timeout_s:
+            _bound_later_groups(timedelta(seconds=timeout_s))
     rank = dist.get_rank() if dist.is_initialized() else 0
     local_world = int(os.environ.get("LOCAL_SIZE", os.environ.get("LOCAL_WORLD_SIZE", world)))
     share_cpu_threads(local_world)
     return Processes(rank, world, local_world, device)
+
+
+def _bound_later_groups(timeout: timedelta) -> None:
+    """Groups made later without a timeout (DeepSpeed clones the world group for ZeRO's collectives) take
+    torch's module default, 30 minutes; make that default this run's bound too."""
+    from torch.distributed import distributed_c10d
+
+    distributed_c10d.default_pg_timeout = timeout
+    if hasattr(distributed_c10d, "default_pg_nccl_timeout"):
+        distributed_c10d.default_pg_nccl_timeout = timeout
 
 
 def barrier(world: int) -> None:

@@ -47,3 +47,14 @@ def vp9(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def tiny_config(tiny_corpus: Path, tmp_path: Path) -> RunConfig:
     return load_config(TINY_RECIPE, tiny_overrides(tiny_corpus, tmp_path / "run"))
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_run(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-rank, 14-step ZeRO-2 fp32 run with sample traces: what interrupted and elastic runs must reproduce."""
+    from launching import deepspeed_cmd, pretrain_args, run_ok
+
+    run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    run_ok(deepspeed_cmd(2, "launch/pretrain.py", *pretrain_args(tiny_corpus, run_dir, "train.max_steps=14")),
+           OMP_NUM_THREADS="1")
+    return run_dir

@@ -5,7 +5,7 @@ parameters and the logged losses (rank 0).
     python tests/large_batch_run.py --engine torch --ds_config P.json --negatives micro --out ref/params.pt
 
 Every optimiser step consumes the same 16 samples whatever the layout (rank r, micro-batch j of a step take
-samples (r x k + j) x micro ...), and every sample's content, caption mask and LVWM words are drawn from its
+samples (j x world + r) x micro ...), and every sample's content, caption mask and LVWM words are drawn from its
 own seed, so two layouts see the same data. Objectives: level-1 contrastive (learned temperature), LVWM,
 masked-token prediction, level 2 with 2 hard negatives and VTM with hard negatives.
 """
@@ -56,12 +56,13 @@ def sample(index: int) -> dict[str, torch.Tensor]:
     return {"frames": frames, "ids": ids, "mask": mask, "mlm_ids": mlm_ids, "labels": labels, "words": words}
 
 
-def batches(rank: int, micro: int, accum: int):
-    """This rank's micro-batches, step after step."""
+def batches(rank: int, world: int, micro: int, accum: int):
+    """This rank's micro-batches, step after step, dealt as the training stream deals them: micro-batch j of
+    rank r is the step's global micro-batch j x world + r."""
     step = 0
     while True:
         for j in range(accum):
-            first = step * GLOBAL_BATCH + (rank * accum + j) * micro
+            first = step * GLOBAL_BATCH + (j * world + rank) * micro
             items = [sample(first + i) for i in range(micro)]
             stack = {name: torch.stack([item[name] for item in items]) for name in items[0]}
             yield VideoTextBatch([f"s{first + i}" for i in range(micro)], stack["frames"],
@@ -118,7 +119,7 @@ def main() -> None:
     out = Path(args.out)
     cfg = TrainConfig(max_steps=args.steps, log_every=1, run_dir=str(out.parent))
     logger = RunLogger(out.parent, LoggingConfig(wandb_mode="disabled"), {}, enabled=procs.rank == 0)
-    stream = Stream(batches(procs.rank, settings.micro_batch_size, settings.grad_accum))
+    stream = Stream(batches(procs.rank, procs.world, settings.micro_batch_size, settings.grad_accum))
     result = train(engine, stream, cfg, logger, out.parent / "checkpoints", {})
     assert result.state.step == args.steps
     logger.close()

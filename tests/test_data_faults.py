@@ -104,6 +104,20 @@ def test_fault_counts_travel_from_worker_processes(faulty_set: Path, tokenizer) 
     assert stats["data/skipped"] >= 6 and set(EXPECTED) <= reasons
 
 
+def test_fault_substitutes_keep_batches_whole_and_the_order_world_independent(faulty_set: Path, tokenizer) -> None:
+    """A bad sample is replaced by a substitute drawn from its position, so batches keep their size and the
+    sequence of global batches is the same on one rank as on two ranks with two workers each."""
+    def keys(world: int, workers: int, rounds: int) -> list[list[str]]:
+        data = data_config(train_shards=[str(faulty_set)], num_workers=workers, max_skip_rate=1.0)
+        streams = [build_train_loader(data, MaskingConfig(), tokenizer, 2, StreamPlacement(r, world, 0))
+                   for r in range(world)]
+        return [next(streams[r]).keys for _ in range(rounds) for r in range(world)]
+
+    alone = keys(1, 0, 6)
+    assert all(len(batch) == 2 and set(batch) <= {"good_0", "good_1"} for batch in alone)
+    assert keys(2, 2, 3) == alone
+
+
 def test_fault_unreadable_training_set_fails_instead_of_spinning(vp9: Path, tmp_path: Path, tokenizer) -> None:
     shard = Path(shutil.copy(vp9 / "train-000000.tar", tmp_path / "dead-000000.tar"))
     truncate(shard, 300)  # not even one whole tar header

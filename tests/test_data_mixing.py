@@ -1,5 +1,6 @@
-"""Mixing several datasets by weight (images and videos in one stream), seeded per rank, and evaluation streams
-that yield every sample exactly once across ranks and DataLoader workers. Select with `pytest -k mixing`."""
+"""Mixing several datasets by weight (images and videos in one global stream, split across ranks), and
+evaluation streams that yield every sample exactly once across ranks and DataLoader workers. Select with
+`pytest -k mixing`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from shard_factory import data_config, jpeg_bytes, meta_bytes, raw_samples, writ
 from snps3_ds.config import MaskingConfig, TrainSetConfig
 from snps3_ds.data.loader import build_eval_loader, StreamPlacement, build_train_loader
 from snps3_ds.data.stream.shards import ShardSet, eval_stream, resolve_shards
-from snps3_ds.data.stream.reader import ResumableSamples
+from snps3_ds.data.stream.order import GlobalOrder, IndexedSet
 
 
 def _text_only_set(prefix: Path, name: str, count: int, shard_size: int) -> list[str]:
@@ -23,25 +24,40 @@ def _text_only_set(prefix: Path, name: str, count: int, shard_size: int) -> list
     return resolve_shards([str(prefix)])
 
 
+def _order(sets: list[ShardSet], seed: int = 3) -> GlobalOrder:
+    return GlobalOrder([IndexedSet(s.name, s.urls, s.weight, lambda url, n: None) for s in sets], seed, shuffle_window=4)
+
+
 def test_mixing_proportions_within_three_percent(tmp_path: Path) -> None:
     weights = {"webvid": 0.6, "cc3m": 0.3, "coco": 0.1}
     sets = [ShardSet(_text_only_set(tmp_path / name, name, 40, 10), weight, name) for name, weight in weights.items()]
-    stream = iter(ResumableSamples([(s.name, s.urls, s.weight) for s in sets], seed=3, rank=0, world_size=1, workers=1,
-                                   shuffle_window=4))
-    drawn = Counter(sample["__set__"] for sample in itertools.islice(stream, 5000))
+    order = _order(sets)
+    drawn = Counter(order.sets[place.set_index].name for place in order.cursor().take(5000))
     for name, weight in weights.items():
         assert abs(drawn[name] / 5000 - weight) <= 0.03, (name, drawn)
 
 
-def test_mixing_streams_are_seeded_per_rank(tmp_path: Path) -> None:
-    urls = _text_only_set(tmp_path / "a", "a", 30, 10)
+def test_mixing_skipping_ahead_equals_reading_through(tmp_path: Path) -> None:
+    sets = [ShardSet(_text_only_set(tmp_path / n, n, 30, 10), w, n) for n, w in (("a", 0.7), ("b", 0.3))]
+    order = _order(sets)
+    read = order.cursor()
+    read.take(2500)  # across blocks of set picks
+    skipped = order.cursor()
+    skipped.skip_to(2500)
+    assert skipped.state() == read.state() and sum(read.state()["drawn"]) == 2500
+    assert [p.seed for p in skipped.take(10)] == [p.seed for p in read.take(10)]
 
-    def keys(rank: int) -> list[str]:
-        stream = ResumableSamples([("a", urls, 1.0)], seed=0, rank=rank, world_size=2, workers=1, shuffle_window=2)
-        return [s["__key__"] for s in itertools.islice(iter(stream), 40)]
 
-    assert keys(0) == keys(0) and keys(0) != keys(1)
-    assert not set(keys(0)[:15]) & set(keys(1)[:15]), "within an epoch the ranks read disjoint samples"
+def test_mixing_ranks_read_disjoint_micro_batches_of_one_order(vp9: Path, tokenizer) -> None:
+    data = data_config(train_shards=[str(vp9 / "train")])
+    ranks = [[k for b in itertools.islice(build_train_loader(data, MaskingConfig(), tokenizer, 2,
+                                                             StreamPlacement(rank, 2, 0)), 3) for k in b.keys]
+             for rank in (0, 1)]
+    alone = [k for b in itertools.islice(build_train_loader(data, MaskingConfig(), tokenizer, 2,
+                                                            StreamPlacement(0, 1, 0)), 6) for k in b.keys]
+    assert not set(ranks[0]) & set(ranks[1]), "within an epoch the ranks read disjoint samples"
+    interleaved = [k for n in range(3) for r in (0, 1) for k in ranks[r][2 * n:2 * n + 2]]
+    assert interleaved == alone, "rank r's n-th micro-batch is global micro-batch 2n + r"
 
 
 @pytest.mark.parametrize("shards", [5, 2], ids=["split-by-shard", "split-by-sample"])

@@ -83,7 +83,8 @@ class BatchStream(Protocol):
 
     `state_dict()` is this rank's position after the last batch taken, JSON-like plain data; the loader
     that made the stream takes it back as `resume` and continues with the next batch. `stats()` gives the
-    `data/...` skip counters for the metrics log.
+    `data/...` skip counters for the metrics log; `close()` stops its reader processes (call it on every
+    way out, errors included).
     """
 
     def __iter__(self) -> Iterator[VideoTextBatch]: ...
@@ -93,3 +94,5 @@ class BatchStream(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def stats(self) -> dict[str, float]: ...
+
+    def close(self) -> None: ...

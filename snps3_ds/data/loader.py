@@ -1,9 +1,10 @@
 """The training and evaluation loaders: shards -> decode + sample frames + transform -> collate -> batches.
 
 Stages are small picklable callables run inside DataLoader workers (snps3_ds.data.decode.sample,
-snps3_ds.data.collate); with DALI, the pipeline in snps3_ds.data.dali decodes instead. Each worker owns its
-random generators, seeded from (run seed, rank, worker), so masks and crops differ across ranks and workers
-and are reproducible.
+snps3_ds.data.collate); with DALI, the pipeline in snps3_ds.data.dali decodes instead. In training every
+random draw (frame positions, crops, caption choice, masks) follows the seed each sample gets from its
+place in the run's global order, so it does not depend on which rank or worker reads the sample and a
+resumed run (on any world size) reproduces it.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from snps3_ds.data.decode.sample import DecodedSample, SampleDecoder, TaskTexts
 from snps3_ds.data.decode.transforms import FrameTransform
 from snps3_ds.data.seeds import WorkerRandom, stream_seed
 from snps3_ds.data.skips import MonitoredBatches, SkipCounter, SkipMonitor
-from snps3_ds.data.stream.position import ResumableBatches, resume_positions
-from snps3_ds.data.stream.reader import ResumableSamples, next_rotation
+from snps3_ds.data.stream.order import GlobalOrder, IndexedSet
+from snps3_ds.data.stream.position import ResumableBatches, resume_start
+from snps3_ds.data.stream.reader import BatchPlan, BatchStages, GlobalBatches
 from snps3_ds.data.stream.shards import ShardSet, eval_stream, resolve_shards
 
 log = logging.getLogger(__name__)
@@ -56,9 +58,11 @@ def build_train_loader(data: DataConfig, masking: MaskingConfig, tokenizer: PreT
                        resume: dict[str, Any] | None = None, texts: TaskTexts | None = None) -> BatchStream:
     """Infinite training batches of micro_batch_size samples for this rank (a BatchStream).
 
-    Its `state_dict()` is the stream position to save in a checkpoint and pass back as `resume` to continue
-    where it stopped (exactly, sample for sample, on the CPU-decode path). Raises DataQualityError when the
-    skip rate passes data.max_skip_rate.
+    The batches are this rank's share of the run's global sample order (snps3_ds.data.stream.reader): the
+    n-th batch is global micro-batch n x world + rank counted from the start position. Its `state_dict()`
+    is the stream position to save in a checkpoint and pass back as `resume` to continue where it stopped
+    (exactly, sample for sample, on the CPU-decode path), on the same or on another number of ranks.
+    Raises DataQualityError when the skip rate passes data.max_skip_rate.
     """
     rank, seed, world_size = placement.rank, placement.seed, placement.world_size
     sets = training_sets(data)
@@ -77,17 +81,28 @@ def build_train_loader(data: DataConfig, masking: MaskingConfig, tokenizer: PreT
     counter = SkipCounter()
     decoder = SampleDecoder(make_decoder(data.decoder), FrameTransform(data.image_size, True, data.train_scale, data.hflip),
                             data.num_clips, True, WorkerRandom(seed, rank, 1), counter, texts)
-    workers = max(1, data.num_workers)
-    samples = ResumableSamples([(s.name, s.urls, s.weight) for s in sets], seed, rank, world_size, workers,
-                               data.shuffle_window, on_error=counter.skip)
-    state = resume_positions(resume, samples.layout, workers)
-    samples.positions, samples.rotation = state.positions, next_rotation(state.batches, workers)
-    pipeline = wds.DataPipeline(samples, wds.map(decoder), wds.select(_is_sample),
-                                wds.batched(micro_batch_size, collation_fn=collate, partial=False),
-                                wds.map(counter.attach))
-    loader = DataLoader(pipeline, batch_size=None, num_workers=data.num_workers, worker_init_fn=_ignore_stop_signals,
+    dropped: dict[str, int] = {}
+    order = _global_order(sets, seed, data.shuffle_window, dropped, texts)
+    start = resume_start(resume, order.layout)
+    stages = BatchStages(decoder, collate, counter.attach, counter.skip)
+    dataset = GlobalBatches(order, BatchPlan(rank, world_size, micro_batch_size, max(1, data.num_workers)), stages,
+                            start)
+    dataset.dropped = dropped
+    loader = DataLoader(dataset, batch_size=None, num_workers=data.num_workers, worker_init_fn=_ignore_stop_signals,
                         persistent_workers=data.num_workers > 0, prefetch_factor=4 if data.num_workers else None)
-    return ResumableBatches(iter(loader), monitor, samples.layout, state)
+    return ResumableBatches(iter(loader), monitor, order.layout, start, resume)
+
+
+def _global_order(sets: list[ShardSet], seed: int, window: int, dropped: dict[str, int],
+                  texts: TaskTexts | None) -> GlobalOrder:
+    """The run's sample order over the training sets; with task texts, only the videos of the task's split
+    (decided by key: the hook is asked with no captions)."""
+    def note_dropped(url: str, count: int) -> None:
+        dropped[url] = count
+        log.warning("%s: %d sample(s) cut off (truncated shard); they are left out of training", url, count)
+
+    keep = (lambda key: texts(key, []) is not None) if texts is not None else None
+    return GlobalOrder([IndexedSet(s.name, s.urls, s.weight, note_dropped, keep) for s in sets], seed, window)
 
 
 class CountedBatches(MonitoredBatches):

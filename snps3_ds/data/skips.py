@@ -121,3 +121,13 @@ class MonitoredBatches:
 
     def stats(self) -> dict[str, float]:
         return self.monitor.stats()
+
+    def close(self) -> None:
+        """Stop the DataLoader workers now. At interpreter exit torch leaves them to multiprocessing, which
+        stops them with SIGTERM, and training workers ignore SIGTERM (snps3_ds.data.loader): a run that ends
+        in an exception would wait for them forever."""
+        for source in (self._iterator, self.source):
+            shutdown = getattr(source, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+                return

@@ -4,6 +4,10 @@
   after all ranks agreed (one tiny all_reduce per micro-step carries the flag), and saves first.
 - Non-finite losses: the same all_reduce says whether any rank's loss is NaN/Inf; then every rank skips
   that micro-batch together, and rank 0 logs which term and which sample keys it was.
+- Host preflight: right after the process group starts, before any other collective (DeepSpeed's
+  broadcasts included), all ranks compare library versions, the code (a digest of the package sources)
+  and the recipe + ds_config, so hosts set up differently fail at once with the odd hosts named instead
+  of hanging; the gathered roster (host, pid, ssh connection of every rank) is kept for fault reports.
 - Preflight: before the first step all ranks compare config, model structure and library versions, and
   report whether they have data, so a mismatch fails at once with the ranks named.
 - verify_replicas: after training, every rank's parameters must be equal (data parallelism's invariant).
@@ -16,6 +20,8 @@ import json
 import platform
 import signal
 import socket
+import subprocess
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -23,7 +29,10 @@ import torch
 from torch import nn
 
 from snps3_ds.distributed import gather_objects
+from snps3_ds.engine.roster import describe_rank
 from snps3_ds.tasks.base import TaskOutput
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 class PreflightError(RuntimeError):
@@ -85,8 +94,51 @@ def library_versions() -> dict[str, str]:
     import deepspeed  # noqa: F401 - only the version is read; absent in plain-torch runs
     import transformers
 
-    return {"python": platform.python_version(), "torch": torch.__version__,
+    return {"python": platform.python_version(), "torch": torch.__version__, "cuda": str(torch.version.cuda),
             "deepspeed": getattr(deepspeed, "__version__", "?"), "transformers": transformers.__version__}
+
+
+def code_revision(root: Path = PACKAGE_ROOT) -> dict[str, str]:
+    """A digest of the package's Python sources (what must agree: edits count, README changes do not) and,
+    for people, the git commit of the checkout when there is one."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    try:
+        git = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                             text=True, timeout=10).stdout.strip() or "none"
+    except (OSError, subprocess.SubprocessError):
+        git = "none"
+    return {"sources": digest.hexdigest()[:16], "git": git}
+
+
+def preflight_hosts(config: dict[str, Any], rank: int, world_size: int, versions: dict[str, str],
+                    code: dict[str, str]) -> list[dict[str, Any]]:
+    """The run's roster (describe_rank of every rank, with its versions and code); raises PreflightError on
+    every rank when hosts differ in library versions, code or recipe + ds_config. Meant to be the first
+    collective of a run, before anything a mismatch could make hang."""
+    mine = {**describe_rank(rank), "versions": versions, "code": code, "config": _digest(config)}
+    roster = gather_objects(mine, world_size)
+    checks = (("library versions", lambda r: r["versions"]), ("code (snps3_ds sources)", lambda r: r["code"]["sources"]),
+              ("recipe/ds_config", lambda r: r["config"]))
+    problems = []
+    for what, value in checks:
+        if len({json.dumps(value(r), sort_keys=True) for r in roster}) > 1:
+            detail = ", ".join(f"rank {r['rank']} ({r['host']}): {_shown(what, r)}" for r in roster)
+            problems.append(f"hosts disagree on the {what}: {detail}")
+    if problems:
+        raise PreflightError("preflight failed before training started; set the hosts up alike (same "
+                             "environment, checkout and files):\n  " + "\n  ".join(problems))
+    return roster
+
+
+def _shown(what: str, entry: dict[str, Any]) -> str:
+    if what.startswith("code"):
+        return f"{entry['code']['sources']} (git {entry['code'].get('git', 'none')})"
+    if what.startswith("library"):
+        return json.dumps(entry["versions"], sort_keys=True)
+    return entry["config"]
 
 
 def preflight(config: dict[str, Any], module: nn.Module, data_error: str | None, rank: int, world_size: int,

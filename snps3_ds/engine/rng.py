@@ -1,6 +1,6 @@
 """Every random-number state a training process owns, captured and restored for exact resume.
 
-The data stream's randomness is counter-based (snps3_ds.data.stream.reader), so what is left is the training
+The data stream's randomness is counter-based (snps3_ds.data.stream.order), so what is left is the training
 process: torch's CPU/CUDA generators (dropout, VTM negatives), Python's and NumPy's global generators,
 and any generator a task keeps itself (it exposes `rng_state()` / `load_rng_state()`).
 """
@@ -35,3 +35,12 @@ def restore(task: Any, state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
     if "task" in state and hasattr(task, "load_rng_state"):
         task.load_rng_state(state["task"])
+
+
+def reseed(seed: int, step: int, rank: int) -> None:
+    """Fresh generators for a rank that has no saved state of its own (a resume on another world size: the
+    saved states belong to the old ranks); derived from (seed, step, rank), so such a resume is repeatable."""
+    base = random.Random(repr(("resume", seed, step, rank))).getrandbits(63)
+    torch.manual_seed(base)
+    random.seed(base)
+    np.random.seed(base % 2**32)

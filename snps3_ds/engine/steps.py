@@ -1,8 +1,9 @@
 """One optimiser step: k micro-batches through the engine, plainly or in two passes for a planning task.
 
 Randomness follows the data, not the process layout: before each micro-batch torch is seeded from (run seed,
-step, global micro-batch index = rank x k + micro), so a run reproduces its dropout on any number of ranks
-that keeps the micro-batch size, and the two passes of a planned step see the same dropout. The accumulation
+step, global micro-batch index = micro x world + rank, the stream's dealing order), so a run reproduces its
+dropout on any number of ranks that keeps the micro-batch size, and the two passes of a planned step see the
+same dropout. The accumulation
 boundary is marked explicitly on the last micro-batch of the step (ZeRO-2 resets its gradient accumulator at
 a boundary, so relying on a counter that a skipped micro-batch shifts would drop gradients).
 
@@ -57,7 +58,9 @@ def plans_steps(engine: Engine) -> bool:
 
 
 def seed_micro(request: StepRequest, micro: int) -> None:
-    global_micro = request.engine.rank * request.engine.grad_accum + micro
+    """Micro-batch `micro` of this rank is the step's global micro-batch micro x world + rank: the one the
+    training stream deals it (snps3_ds.data.stream.reader), so the seed follows the samples."""
+    global_micro = micro * request.engine.world_size + request.engine.rank
     torch.manual_seed(stream_seed(request.seed, request.step, global_micro) % (1 << 63))
 
 

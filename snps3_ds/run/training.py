@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ import torch
 import yaml
 from torch import nn
 
-from snps3_ds.config import ConfigError, RunConfig, to_dict
+from snps3_ds.config import RunConfig, TrainConfig, to_dict
+from snps3_ds.data.batch import BatchStream
 from snps3_ds.data.decode.sample import TaskTexts
 from snps3_ds.data.loader import StreamPlacement, build_train_loader, training_sets
 from snps3_ds.demo.ensure import ensure_demo_data
@@ -28,8 +30,9 @@ from snps3_ds.engine.base import Engine
 from snps3_ds.engine.ds_config import EngineSettings, check_against_recipe, check_optimizer_block, load_ds_config
 from snps3_ds.engine.factory import EngineKind, make_engine
 from snps3_ds.engine.optim import for_global_batch
-from snps3_ds.engine.faults import library_versions, preflight, verify_replicas
-from snps3_ds.engine.run_checkpoints import newest_complete, rank_file, read_complete, resolve_resume
+from snps3_ds.engine.faults import code_revision, library_versions, preflight, preflight_hosts, verify_replicas
+from snps3_ds.engine.roster import lost_ranks_error
+from snps3_ds.engine.run_checkpoints import newest_complete
 from snps3_ds.engine.state import TrainState
 from snps3_ds.engine.trainer import TrainHooks, TrainResult, train
 from snps3_ds.logging import RunLogger
@@ -37,6 +40,8 @@ from snps3_ds.models.factory import build_model, build_tokenizer
 from snps3_ds.models.snp import SNPModel, visual_parameter_names
 from snps3_ds.processes import Processes, barrier, shut_down, start_processes
 from snps3_ds.tasks.base import StepPlanningTask
+from snps3_ds.run.elastic import (ResumePoint, elastic_note, fit_accumulation, needs_universal, prepare_universal,
+                                  rank_state, resume_point, with_universal_loading)
 
 TaskBuilder = Callable[[SNPModel, Any, int, int], nn.Module]  # (model, tokenizer, rank, world) -> task
 Validation = Callable[[Engine, Any, Processes], Callable[[int], "dict[str, float]"]]
@@ -66,48 +71,72 @@ class _Setup:
     model: SNPModel
     engine: Engine
     flops: tuple[float | None, float | None]
-    notes: list[str]  # printed at start: the optimiser's rates, what a step's negatives are
+    roster: list[dict[str, Any]]  # every rank's host, pid and launch (ssh) details, from the host preflight
+    point: ResumePoint | None  # the checkpoint this run continues from
+    universal: bool = False  # it was written by another world size: loaded through its universal form
+    notes: list[str] = field(default_factory=list)  # printed at start: the optimiser's rates, the negatives
 
 
 def run_training(job: TrainingJob) -> TrainResult:
     cfg, run_dir = job.cfg, Path(job.cfg.train.run_dir)
     setup = _set_up(job)
     procs, engine = setup.procs, setup.engine
-    start = _resume_state(engine, run_dir / "checkpoints", job.resume, procs)
+    start = _resume_state(setup, job, run_dir / "checkpoints")
     batches, data_error = None, None
     try:
         batches = build_train_loader(cfg.data, cfg.masking, setup.tokenizer, engine.micro_batch_size,
                                      _placement(cfg, procs), resume=start and start.data, texts=job.texts)
     except Exception as err:  # noqa: BLE001 - reported through the preflight so no rank waits forever
         data_error = f"{type(err).__name__}: {err}"
-    run_config = {"recipe": to_dict(cfg), "ds_config": setup.settings.raw}
-    preflight(run_config, engine.module, data_error, procs.rank, procs.world, library_versions())
-    if start is not None and start.rng is not None:
-        rng.restore(engine.module, start.rng)  # after the loader started: its start draws from torch's RNG
-    logger = RunLogger(run_dir, cfg.logging, to_dict(cfg), enabled=procs.rank == 0)
-    if procs.rank == 0:
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        print("\n".join([_strategy_line(cfg, setup, job.engine), *setup.notes]), flush=True)
-    evaluate = job.validation(engine, setup.tokenizer, procs) if job.validation else None
-    hooks = TrainHooks(evaluate=evaluate, trace_dir=run_dir / "trace" if cfg.train.trace_samples else None)
-    hooks.flops_per_sample, hooks.peak_flops = setup.flops
-    began = time.perf_counter()
-    result = train(engine, batches, cfg.train, logger, run_dir / "checkpoints", {"config": run_config}, start, hooks)
-    _report(result, engine, procs, run_dir, time.perf_counter() - began, start)
-    if evaluate is not None and result.stopped_by is None:
-        _final_evaluation(evaluate, result.state.step, logger, run_dir, procs.rank)
-    logger.close(exit_code(result))
+    try:
+        result = _train(job, setup, batches, data_error, start)
+    finally:
+        if batches is not None:
+            batches.close()
     shut_down(procs.world)
     return result
 
 
+def _train(job: TrainingJob, setup: _Setup, batches: BatchStream | None, data_error: str | None,
+           start: TrainState | None) -> TrainResult:
+    """Preflight, the training loop, the replica check and the final evaluation, with collective failures
+    that lost ranks reported as such."""
+    cfg, run_dir, procs, engine = job.cfg, Path(job.cfg.train.run_dir), setup.procs, setup.engine
+    run_config = {"recipe": to_dict(cfg), "ds_config": setup.settings.raw}
+    preflight(run_config, engine.module, data_error, procs.rank, procs.world, library_versions())
+    if start is not None:  # after the loader started: its start draws from torch's RNG
+        if start.rng is not None:
+            rng.restore(engine.module, start.rng)
+        else:  # resumed on another world size: the saved states belonged to the old ranks
+            rng.reseed(cfg.train.seed, start.step, procs.rank)
+    logger = RunLogger(run_dir, cfg.logging, to_dict(cfg), enabled=procs.rank == 0)
+    if procs.rank == 0:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        (run_dir / "ranks.json").write_text(json.dumps(setup.roster, indent=1))
+        print("\n".join([_strategy_line(cfg, setup, job.engine), *setup.notes]), flush=True)
+    evaluate = job.validation(engine, setup.tokenizer, procs) if job.validation else None
+    hooks = TrainHooks(evaluate=evaluate, trace_dir=run_dir / "trace" if cfg.train.trace_samples else None)
+    hooks.flops_per_sample, hooks.peak_flops = setup.flops
+    began, samples_before = time.perf_counter(), start.samples if start else 0
+    with _naming_lost_ranks(setup, cfg.train.collective_timeout_s, run_dir / "checkpoints"):
+        result = train(engine, batches, _session(cfg.train), logger, run_dir / "checkpoints", {"config": run_config},
+                       start, hooks)
+        _report(result, engine, procs, run_dir, time.perf_counter() - began, samples_before)
+        if evaluate is not None and result.stopped_by is None:
+            _final_evaluation(evaluate, result.state.step, logger, run_dir, procs.rank)
+    logger.close(exit_code(result))
+    return result
+
+
 def _set_up(job: TrainingJob) -> _Setup:
-    """Processes, ds_config checks, demo data, model, task and engine; a missing shard path fails before any
-    model is built."""
+    """Processes, host preflight, resume point and strategy, demo data, model, task and engine; a missing
+    shard path fails before any model is built."""
     cfg = job.cfg
     settings = load_ds_config(job.ds_config)
-    procs = start_processes(group=job.engine == "deepspeed")
-    check_against_recipe(settings, cfg.train, procs.world)
+    procs = start_processes(group=job.engine == "deepspeed", timeout_s=cfg.train.collective_timeout_s)
+    roster = preflight_hosts({"recipe": to_dict(cfg), "ds_config": settings.raw}, procs.rank, procs.world,
+                             library_versions(), code_revision())
+    settings, point, universal = _strategy(job, settings, procs)
     check_optimizer_block(settings, cfg.optim, job.recipe)
     optim, optim_line = for_global_batch(cfg.optim, settings.global_batch_size(procs.world))
     if procs.rank == 0:
@@ -124,14 +153,32 @@ def _set_up(job: TrainingJob) -> _Setup:
     prefix = next(name for name, module in task.named_modules() if module is model)
     visual = {f"{prefix}.{name}" if prefix else name for name in visual_parameter_names(model)}
     engine = make_engine(job.engine, task, settings, optim, cfg.train.max_steps, visual, procs)
-    return _Setup(procs, settings, tokenizer, model, engine, flops, [optim_line, *_step_lines(task, settings, cfg,
-                                                                                             procs)])
+    if cfg.train.audit_optimizer_state and hasattr(engine, "audit_dir"):
+        engine.audit_dir = Path(cfg.train.run_dir) / "audit"
+    notes = [optim_line, *_step_lines(task, settings, cfg, procs)]
+    return _Setup(procs, settings, tokenizer, model, engine, flops, roster, point, universal, notes)
 
 
 def _step_lines(task: nn.Module, settings: EngineSettings, cfg: RunConfig, procs: Processes) -> list[str]:
     if not isinstance(task, StepPlanningTask):
         return []
     return [task.describe_step(settings.micro_batch_size, settings.grad_accum, procs.world, cfg.data.num_clips)]
+
+
+def _strategy(job: TrainingJob, settings: EngineSettings,
+              procs: Processes) -> tuple[EngineSettings, ResumePoint | None, bool]:
+    """The checkpoint to continue from and the ds_config for this world size: accumulation keeps the global
+    batch; a checkpoint from another world size is converted to its universal form and loaded as such."""
+    point = resume_point(Path(job.cfg.train.run_dir) / "checkpoints", job.resume)
+    fitted = fit_accumulation(settings, job.cfg.train, procs.world, point)
+    check_against_recipe(fitted, job.cfg.train, procs.world)
+    universal = needs_universal(point, procs.world, job.engine, fitted)
+    if universal:
+        prepare_universal(point, procs)
+        fitted = with_universal_loading(fitted)
+    if point is not None and point.written_by != procs.world and procs.rank == 0:
+        print(elastic_note(point, settings, fitted, procs.world), flush=True)
+    return fitted, point, universal
 
 
 def _placement(cfg: RunConfig, procs: Processes) -> StreamPlacement:
@@ -147,27 +194,37 @@ def _strategy_line(cfg: RunConfig, setup: _Setup, engine_kind: str) -> str:
             f"engine {engine_kind}")
 
 
-def _resume_state(engine: Engine, checkpoints: Path, resume: str | None, procs: Processes) -> TrainState | None:
+def _resume_state(setup: _Setup, job: TrainingJob, checkpoints: Path) -> TrainState | None:
     """Load the engine states of the chosen checkpoint; return this rank's train state (or None: fresh)."""
-    tag = resolve_resume(checkpoints, resume)
-    if not resume and newest_complete(checkpoints):
-        raise ConfigError(f"{checkpoints} already holds checkpoints (newest {newest_complete(checkpoints)}): pass "
-                          f"--resume auto to continue that run, or choose another train.run_dir")
-    if tag is None:
-        if resume and procs.rank == 0:
-            print(f"--resume {resume}: no complete checkpoint in {checkpoints}; starting fresh", flush=True)
+    point, procs = setup.point, setup.procs
+    if point is None:
+        if job.resume and procs.rank == 0:
+            print(f"--resume {job.resume}: no complete checkpoint in {checkpoints}; starting fresh", flush=True)
         return None
-    written_by = read_complete(checkpoints / tag)["world_size"]
-    if written_by != procs.world:
-        raise ConfigError(f"{checkpoints / tag} was written by {written_by} ranks, this run has {procs.world}: ZeRO "
-                          f"optimizer partitions cannot be re-split; start a new run from its weights instead "
-                          f"(launch/export.py, then --init)")
-    engine.load(checkpoints, tag)
-    state = TrainState.from_state_dict(torch.load(rank_file(checkpoints / tag, procs.rank), map_location="cpu",
-                                                  weights_only=True))
+    if setup.universal:
+        setup.engine.load_universal(point.folder)
+    else:
+        setup.engine.load(checkpoints, point.tag)
+    state = rank_state(point, procs.rank, procs.world)
     if procs.rank == 0:
-        print(f"resuming from {checkpoints / tag}: {state.counters()}", flush=True)
+        print(f"resuming from {point.folder}: {state.counters()}", flush=True)
     return state
+
+
+@contextmanager
+def _naming_lost_ranks(setup: _Setup, timeout_s: float, checkpoints: Path) -> Iterator[None]:
+    """A collective that fails because ranks are gone becomes a LostRanksError naming them (host, pid) and the
+    checkpoint to resume from; any other error passes through unchanged."""
+    try:
+        yield
+    except RuntimeError as err:
+        procs = setup.procs
+        lost = lost_ranks_error(err, setup.roster, procs.rank, procs.world, min(15.0, timeout_s),
+                                newest_complete(checkpoints))
+        if lost is None:
+            raise
+        print(str(lost), flush=True)
+        raise lost from err
 
 
 def _flops(task: nn.Module, model: SNPModel, cfg: RunConfig, micro: int) -> tuple[float | None, float | None]:
@@ -194,13 +251,21 @@ def _final_evaluation(evaluate: Callable[[int], dict[str, float]], step: int, lo
         print("final evaluation:\n" + "\n".join(f"  {k:<{width}}  {v:8.2f}" for k, v in metrics.items()), flush=True)
 
 
+def _session(train_cfg: TrainConfig) -> TrainConfig:
+    """What the loop runs this time: up to train.stop_after_step when set (the engine's schedule was built
+    for train.max_steps, which stays the run's length)."""
+    if train_cfg.stop_after_step and train_cfg.stop_after_step < train_cfg.max_steps:
+        return replace(train_cfg, max_steps=train_cfg.stop_after_step)
+    return train_cfg
+
+
 def _report(result: TrainResult, engine: Engine, procs: Processes, run_dir: Path, seconds: float,
-            start: TrainState | None) -> None:
+            samples_before: int) -> None:
     identical, prints = verify_replicas(engine.module, procs.rank, procs.world)
     if procs.rank != 0:
         return
     state = result.state
-    done = state.samples - (start.samples if start else 0)
+    done = state.samples - samples_before
     print(f"{'stopped by ' + result.stopped_by if result.stopped_by else 'done'}: step {state.step}, "
           f"{done} samples in {seconds:.0f} s ({done / max(seconds, 1e-9):.1f} samples/s); "
           f"checkpoint in {run_dir / 'checkpoints'}", flush=True)

@@ -6,15 +6,15 @@ rank's features, mines hard negatives from the whole step's similarity, and pre-
 pairs; pass 2 (`planned_forward`, through the engine) recomputes each micro-batch with the same randomness
 and back-propagates the cached gradients plus its own terms. snps3_ds.tasks.step_plan explains the maths.
 
-Random state: the trainer seeds torch before each micro-batch in both passes, so the towers' dropout
-repeats; every fusion pass runs under its own seed from the plan (`fusion_seeds`), so a pair scored in the
-plan and again in pass 2 sees the same dropout however the rest of the pass consumed random numbers.
+Random state (snps3_ds.tasks.seeding): the trainer seeds torch before each micro-batch in both passes and the
+task draws the micro-batch's base seed first, so the towers' dropout repeats and every fusion pass runs under
+the same seed from that base; a pair scored in the plan and again in pass 2 sees the same dropout. BatchNorm
+running statistics are left as they were by the first pass (the second one updates them).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -26,21 +26,10 @@ from snps3_ds.objectives.lvwm import chosen_word_states
 from snps3_ds.objectives.matching import mil_nce_all_pairs, mil_nce_candidates, mine_hard_negatives
 from snps3_ds.objectives.vtm import choose_negative_captions
 from snps3_ds.tasks.base import TaskOutput
+from snps3_ds.tasks.seeding import batchnorm_statistics_kept, draw_base, fusion_seed, seeded
 from snps3_ds.tasks.in_batch import in_batch_recall
 from snps3_ds.tasks.step_plan import (PairPlan, StepFeatures, StepPlan, concat, gather_pair_scores, gathered,
-                                      global_sum, pair_owner)
-
-FUSION_PASSES = ("level2", "vtm", "mlm")
-
-
-@contextmanager
-def seeded(seed: int, device: torch.device):
-    """torch's random state set to `seed` inside, restored after (CPU and this CUDA device)."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed % (1 << 63))
-        yield
-
+                                      global_sum, own_rows, pair_owner)
 
 class PlannedSteps:
     """Mixed into PretrainTask: the step_features / plan_step / planned_forward trio (tasks.base)."""
@@ -65,8 +54,10 @@ class PlannedSteps:
     def step_features(self, batch: VideoTextBatch, micro: int) -> StepFeatures:
         if self.moco is not None and micro == 0 and self.training:
             self.moco.update(self.model.momentum_towers())  # once per optimiser step
+        base = draw_base()
         attentive = self._draw_attentive()
-        video, text = self._towers(batch, attentive)
+        with batchnorm_statistics_kept(self.model):
+            video, text = self._towers(batch, attentive)
         masked = self.attentive.apply(batch, text.importance) if attentive else batch
         words = None
         if "lvwm" in self.weights:
@@ -76,7 +67,8 @@ class PlannedSteps:
             keys = self.moco.keys_for(batch.frames, batch.clip_mask, batch.text_ids, batch.text_mask)
         tokens = video.tokens if "level2" in self.weights and self.level2.hard_negatives > 0 else None
         return StepFeatures(text.global_feature.float(), video.clip_features.float(), batch.clip_mask.bool(),
-                            batch.text_ids, batch.text_mask, words, tokens, masked.mlm_ids, masked.mlm_labels, keys)
+                            batch.text_ids, batch.text_mask, words, tokens, masked.mlm_ids, masked.mlm_labels, keys,
+                            base)
 
     # --- the plan ----------------------------------------------------------------------------------------
     def plan_step(self, features: list[StepFeatures], seed: int) -> StepPlan:
@@ -92,9 +84,7 @@ class PlannedSteps:
         losses, grads, temperature_grad = self._gathered_losses(features, metrics)
         plan = StepPlan(world, len(features), losses, metrics, grads, temperature_grad,
                         gathered(features, "ids", world), gathered(features, "text_mask", world))
-        first = self.rank * len(features)  # seeds follow the global micro-batch index, not the rank layout
-        plan.fusion_seeds = [{name: stream_seed(seed, first + j, i) for i, name in enumerate(FUSION_PASSES)}
-                             for j in range(len(features))]
+        plan.fusion_seeds = [{name: fusion_seed(f.seed, name) for name in ("level2", "vtm", "mlm")} for f in features]
         same = None
         if self.mines or "vtm" in self.weights:
             ids = plan.ids * plan.text_mask
@@ -155,13 +145,13 @@ class PlannedSteps:
         texts = torch.cat([rows[:, None], rows[:, None].expand(-1, k), mined.texts], dim=1)  # [N, 1 + 2k]
         videos = torch.cat([rows[:, None], mined.videos, rows[:, None].expand(-1, k)], dim=1)
         valid = torch.cat([torch.ones_like(rows[:, None], dtype=torch.bool), mined.video_valid, mined.text_valid], 1)
-        owner_rank, owner_micro = pair_owner(videos, micro, len(features))
+        owner_rank, owner_micro = pair_owner(videos, micro, self.world_size)
         records, picked = [], []
         for j, feats in enumerate(features):
             row, slot = (valid & (owner_rank == self.rank) & (owner_micro == j)).nonzero(as_tuple=True)
             order = torch.argsort((slot > 0).long() * total + row, stable=True)  # positives first, by video
             row, slot = row[order], slot[order]
-            local = videos[row, slot] - (self.rank * len(features) + j) * micro
+            local = videos[row, slot] % micro
             seed = plan.fusion_seeds[j]["level2"]
             with seeded(seed, similarity.device), torch.no_grad():
                 scores = self._pair_scores(plan, texts[row, slot], feats.tokens[local], feats.clip_mask[local])
@@ -193,14 +183,15 @@ class PlannedSteps:
         generator = torch.Generator(device=similarity.device).manual_seed(stream_seed(seed, 23) % (1 << 63))
         captions, valid = choose_negative_captions(rows, total, self.vtm.negatives, similarity, same, generator)
         captions = torch.where(valid, captions, torch.full_like(captions, -1))
-        first = self.rank * len(features) * micro
-        plan.vtm_captions = [captions[first + j * micro:first + (j + 1) * micro] for j in range(len(features))]
+        plan.vtm_captions = [captions[own_rows(self.rank, self.world_size, j, micro, captions.device)]
+                             for j in range(len(features))]
         plan.vtm_total = int(total + valid.sum())
 
     # --- pass 2 ------------------------------------------------------------------------------------------
     def planned_forward(self, batch: VideoTextBatch, plan: StepPlan, micro: int) -> TaskOutput:
         """Micro-batch `micro` of a planned step: the cached gradients through its features, its own pairs and
         masked tokens; the value of `loss` is this micro-batch's share of the step's loss."""
+        draw_base()  # the same first draw as in pass 1 (the plan holds what it gave)
         video, text = self._towers(batch, attentive=False)
         if plan.mlm_masks:  # the first pass's masks (attentive masking drew them from the text pass there)
             batch = dataclasses.replace(batch, mlm_ids=plan.mlm_masks[micro][0], mlm_labels=plan.mlm_masks[micro][1])

@@ -34,6 +34,7 @@ from snps3_ds.tasks.attentive import AttentiveMasking
 from snps3_ds.tasks.base import TaskOutput
 from snps3_ds.tasks.in_batch import in_batch_recall
 from snps3_ds.tasks.planned import PlannedSteps
+from snps3_ds.tasks.seeding import draw_base, fusion_seed, seeded
 from snps3_ds.tasks.step_plan import StepPlan
 
 TERMS = ("contrastive", "level2", "vtm", "mlm", "text_mlm", "lvwm")
@@ -102,10 +103,12 @@ class PretrainTask(PlannedSteps, nn.Module):
         if plan is not None:
             return self.planned_forward(batch, plan, micro)
         model = self.model
+        base = draw_base()  # first: each fusion pass below runs under its own seed from it (tasks.seeding)
         attentive = self._draw_attentive()
         video, text = self._towers(batch, attentive)
         if attentive:
             batch = self.attentive.apply(batch, text.importance)
+        device = batch.frames.device
         terms: dict[str, torch.Tensor] = {}
         metrics: dict[str, torch.Tensor] = {}
         similarity = None
@@ -117,8 +120,11 @@ class PretrainTask(PlannedSteps, nn.Module):
         if "contrastive" in self.weights:
             terms["contrastive"] = self._contrastive(batch, text.global_feature, video, update=micro == 0)
         if "level2" in self.weights or "vtm" in self.weights:
-            self._matching(batch, video, similarity, terms, metrics)
-        self._masked_terms(batch, video, text, terms, metrics)
+            with seeded(fusion_seed(base, "level2"), device):
+                self._matching(batch, video, similarity, terms, metrics)
+        normaliser = self._masked_normaliser(batch)
+        with seeded(fusion_seed(base, "mlm"), device):
+            self._masked_terms(batch, video, text, terms, metrics, normaliser)
         if "lvwm" in self.weights:
             words = chosen_word_states(text.states, batch.word_positions)
             out_lvwm = self.lvwm(words, video.clip_features, batch.clip_mask)
@@ -126,6 +132,15 @@ class PretrainTask(PlannedSteps, nn.Module):
             metrics.update(in_batch_recall(out_lvwm.text_to_video, out_lvwm.targets, "lvwm"))
         total = sum(self.weights[name] * loss for name, loss in terms.items())
         return TaskOutput(total, {name: loss.detach() for name, loss in terms.items()}, metrics)
+
+    def _masked_normaliser(self, batch: VideoTextBatch) -> float | None:
+        """Masked-token losses as a mean over every rank's masked tokens: this rank's sum over (global count /
+        world), so the engine's mean over ranks is the global mean even when ranks masked different numbers."""
+        if self.world_size == 1 or not ("mlm" in self.weights or "text_mlm" in self.weights):
+            return None
+        count = torch.tensor([float((batch.mlm_labels != -100).sum())], dtype=torch.float64)
+        torch.distributed.all_reduce(count)
+        return float(count) / self.world_size
 
     def _draw_attentive(self) -> bool:
         """Whether this micro-batch's fusion MLM masks by attention (a draw per training micro-batch)."""

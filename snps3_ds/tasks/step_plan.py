@@ -40,6 +40,7 @@ class StepFeatures:
     mlm_ids: torch.Tensor | None = None  # [B, L] the masked ids the second pass must use (attentive masking)
     mlm_labels: torch.Tensor | None = None
     keys: tuple[torch.Tensor, torch.Tensor] | None = None  # MoCo momentum keys (text [B, D], clips [B, T, D])
+    seed: int = 0  # the micro-batch's base seed (snps3_ds.tasks.seeding), the same in pass 2
 
     @property
     def size(self) -> int:
@@ -73,7 +74,7 @@ class StepPlan:
     vtm_total: int = 0  # positive + negative VTM pairs in the step
     mlm_total: int = 0  # masked tokens in the step (all ranks)
     mlm_masks: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # per micro: (ids, labels)
-    fusion_seeds: list[dict[str, int]] = field(default_factory=list)  # per micro: seed per fusion pass
+    fusion_seeds: list[dict[str, int]] = field(default_factory=list)  # per micro: seed per fusion pass (seeding)
 
     @property
     def scale(self) -> float:
@@ -87,13 +88,21 @@ def concat(features: list[StepFeatures], name: str) -> torch.Tensor | None:
 
 
 def gathered(features: list[StepFeatures], name: str, world: int) -> torch.Tensor | None:
-    """This rank's micro-batches concatenated, then every rank's, in (rank, micro, sample) order."""
+    """Every rank's micro-batches in the step's global order: micro-batch j of rank r is the step's global
+    micro-batch j x world + r (how the training stream deals them), so global index = (j x world + r) x B + i."""
     local = concat(features, name)
     if local is None:
         return None
-    if local.dtype == torch.bool:
-        return gather_no_grad(local.float().contiguous(), world).bool()
-    return gather_no_grad(local.contiguous(), world)
+    flag = local.dtype == torch.bool
+    every = gather_no_grad((local.float() if flag else local).contiguous(), world)
+    micros, size = len(features), features[0].size
+    every = every.view(world, micros, size, *local.shape[1:]).transpose(0, 1).reshape(every.shape)
+    return every.bool() if flag else every
+
+
+def own_rows(rank: int, world: int, micro: int, size: int, device: torch.device) -> torch.Tensor:
+    """Global indices of this rank's micro-batch `micro` (see gathered)."""
+    return (micro * world + rank) * size + torch.arange(size, device=device)
 
 
 def global_sum(value: float | int, world: int) -> float:
@@ -109,10 +118,10 @@ def split_rows(tensor: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
     return list(torch.split(tensor, sizes))
 
 
-def pair_owner(videos: torch.Tensor, micro: int, micros: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(owning rank, owning micro-batch) of global video indices; micro-batches are `micro` samples each."""
-    per_rank = micro * micros
-    return videos // per_rank, (videos % per_rank) // micro
+def pair_owner(videos: torch.Tensor, size: int, world: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(owning rank, owning micro-batch) of global video indices (see gathered); micro-batches of `size`."""
+    global_micro = videos // size
+    return global_micro % world, global_micro // world
 
 
 def scores_from_records(records: list[list[tuple[int, int, float]]], rows: int, slots: int) -> torch.Tensor:

@@ -23,9 +23,6 @@ from snps3_ds.data.skips import SkipCounter
 
 log = logging.getLogger(__name__)
 
-TaskTexts = Callable[[str, list[str]], "tuple[list[str], list[int] | None] | None"]
-"""Downstream tasks: (sample key, its captions) -> (texts, one label per text or None), or None when the video
-is not part of the task's split (dropped before decoding; not a data fault)."""
 
 
 @dataclass
@@ -40,7 +37,8 @@ class DecodedSample:
 
 TaskTexts = Callable[[str, list[str]], "tuple[list[str], list[int] | None] | None"]
 """Downstream tasks: (sample key, its captions) -> (texts, one label per text or None), or None when the video
-is not part of the task's split (dropped before decoding; not a data fault)."""
+is not part of the task's split (dropped before decoding; not a data fault). Membership must follow from the
+key alone: the training loader asks with no captions to keep only the split's videos in its sample order."""
 
 
 class SampleDecoder:
