@@ -22,12 +22,14 @@ test: $(STAMP)
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS) tests
 
 # Corpus (built on first use) -> zero-shot retrieval of the untrained model -> 2-rank DeepSpeed
-# pre-training on the CPU -> retrieval again, printed beside the first.
+# pre-training on the CPU -> retrieval again, printed beside the first. Precision: bf16 where the CPU computes
+# it natively (AVX512_BF16/AMX) or on a GPU, else fp32 (launch/pick_ds_config.py says which and why).
+DEMO_DS_CONFIGS := ds_configs/zero2.json ds_configs/zero2_fp32.json
 demo: $(STAMP)
 	rm -rf $(DEMO)
 	$(PY) launch/evaluate.py --config launch/recipes/demo.yaml --out $(DEMO)/eval_before.json
 	PATH=$(abspath $(VENV))/bin:$$PATH deepspeed --num_gpus 2 launch/pretrain.py \
-		--config launch/recipes/demo.yaml --ds_config ds_configs/zero2.json
+		--config launch/recipes/demo.yaml --ds_config $$($(PY) launch/pick_ds_config.py $(DEMO_DS_CONFIGS))
 	$(PY) launch/evaluate.py --config launch/recipes/demo.yaml --checkpoint $(DEMO)/checkpoints \
 		--baseline $(DEMO)/eval_before.json --out $(DEMO)/eval_after.json
 

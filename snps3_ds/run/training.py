@@ -34,6 +34,7 @@ from snps3_ds.engine.trainer import TrainHooks, TrainResult, train
 from snps3_ds.logging import RunLogger
 from snps3_ds.models.factory import build_model, build_tokenizer
 from snps3_ds.models.snp import SNPModel, visual_parameter_names
+from snps3_ds.perf.cpu_features import bf16_warning
 from snps3_ds.processes import Processes, barrier, shut_down, start_processes
 
 TaskBuilder = Callable[[SNPModel, Any, int, int], nn.Module]  # (model, tokenizer, rank, world) -> task
@@ -104,6 +105,9 @@ def _set_up(job: TrainingJob) -> _Setup:
     settings = load_ds_config(job.ds_config)
     procs = start_processes(group=job.engine == "deepspeed")
     check_against_recipe(settings, cfg.train, procs.world)
+    warning = bf16_warning(settings.precision, procs.device.type, job.ds_config)
+    if warning and procs.rank == 0:
+        print(warning, flush=True)
     if procs.rank == 0:
         ensure_demo_data(cfg)
     barrier(procs.world)
