@@ -75,8 +75,9 @@ def build_train_loader(data: DataConfig, masking: MaskingConfig, tokenizer: PreT
         return CountedBatches(dali_train_batches(data, sets, collate, micro_batch_size, rank, dali_seed), monitor,
                               consumed)
     counter = SkipCounter()
-    decoder = SampleDecoder(make_decoder(data.decoder), FrameTransform(data.image_size, True, data.train_scale, data.hflip),
-                            data.num_clips, True, WorkerRandom(seed, rank, 1), counter, texts)
+    transform = FrameTransform(data.image_size, True, data.train_scale, data.hflip).geometry  # the Collator normalises
+    decoder = SampleDecoder(make_decoder(data.decoder), transform, data.num_clips, True, WorkerRandom(seed, rank, 1),
+                            counter, texts)
     workers = max(1, data.num_workers)
     samples = ResumableSamples([(s.name, s.urls, s.weight) for s in sets], seed, rank, world_size, workers,
                                data.shuffle_window, on_error=counter.skip)
@@ -125,8 +126,8 @@ def build_eval_loader(data: DataConfig, tokenizer: PreTrainedTokenizerBase, batc
 
         return MonitoredBatches(DaliEvalBatches(data, urls, collate, batch_size, num_clips), monitor)
     counter = SkipCounter()
-    decoder = SampleDecoder(make_decoder(data.decoder), FrameTransform(data.image_size, False), num_clips, False,
-                            WorkerRandom(0, 0, 1), counter, texts)
+    decoder = SampleDecoder(make_decoder(data.decoder), FrameTransform(data.image_size, False).geometry, num_clips,
+                            False, WorkerRandom(0, 0, 1), counter, texts)
     pipeline = eval_stream(urls, handler=counter.shard_handler).compose(
         wds.map(decoder), wds.select(_is_sample), wds.batched(batch_size, collation_fn=collate, partial=True),
         wds.map(counter.attach))
