@@ -12,7 +12,9 @@ tokenise, mask, collate) and of two baselines on the same cores and the same sam
               short-GOP shards);
   reference:  the reference implementation's approach, one media file per sample read from a folder by a
               map-style Dataset (decord from the path), with the same transforms and collation.
-and prints the ratios loader/limit, loader/limit_seek and loader/reference.
+and prints the ratios loader/limit, loader/limit_seek and loader/reference, in clips/s and in clips per
+CPU-second (steadier where other jobs share the machine), and PyAV against decord seeking the same frames on
+one core (what `data.decoder: auto` ranks the CPU backends by).
 
     python launch/benchmark.py train [--config RECIPE] [--ds_config BASE] [--steps 10] [--warmup 2]
         [--modes ddp,zero1,zero2,zero2_offload] [--world 2] [--micro N] [--data synthetic|loader]
