@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.requirements-installed
 DEMO    := runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: install test demo demo-tasks clean-demo
+.PHONY: install test demo demo-tasks clean-demo gpu-check gpu-wheels
 
 # requirements.txt is the pinned set; then the package itself, editable (pyproject.toml), so `import snps3_ds`
 # works from any folder and the launch scripts need no import-path tricks.
@@ -59,3 +59,17 @@ demo-tasks: $(STAMP)
 
 clean-demo:
 	rm -rf $(DEMO) data/demo $(FT) runs/demo_ft_retrieval runs/demo_ft_qa
+
+# GPU check (README "GPU check"): no install step, so it runs on the GPU node's own python with the carried
+# wheels: make gpu-check GPU_PY=/opt/torch/.venv/bin/python3. Without CUDA it runs its CPU subset.
+GPU_PY     ?= $(PY)
+GPU_WHEELS ?= gpu_wheels
+GPU_SITE   ?= gpu_site
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(GPU_PY) launch/gpu_wheels.py unpack $(GPU_WHEELS) $(GPU_SITE)
+	PYTHONPATH=$(CURDIR):$(CURDIR)/$(GPU_SITE) PATH=$(CURDIR)/$(GPU_SITE)/ninja/data/bin:$$PATH \
+		$(GPU_PY) launch/gpu_check.py --out runs/gpu_check
+
+# The node's wheels, fetched here (PyPI): gpu_wheels/base (one transfer) and gpu_wheels/dali/part-NN.
+gpu-wheels:
+	PYTHONPATH=$(CURDIR) $(PY) launch/gpu_wheels.py download $(GPU_WHEELS)
