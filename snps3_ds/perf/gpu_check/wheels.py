@@ -31,9 +31,10 @@ DEEPSPEED = "deepspeed==0.19.8"  # an sdist on PyPI: built here into a pure-Pyth
 BASE = ("webdataset==1.0.2", "av==18.1.0", "decord==0.6.0", "psutil", "hjson", "py-cpuinfo",
         "msgpack", "einops", "ninja", "nvidia-ml-py", "pydantic>=2", "braceexpand")
 DALI = ("nvidia-dali-cuda130==2.4.0",)
-# What the node's own environment provides (torch's and transformers' dependencies): never shadowed.
+# What the node's own environment provides (the dependencies of torch, transformers and timm): never shadowed.
+# Anything else a wheel needs is carried, even when it is small and common (six, wheel).
 NODE_HAS = frozenset({"numpy", "torch", "pyyaml", "packaging", "typing-extensions", "tqdm", "filelock", "jinja2",
-                      "sympy", "networkx", "fsspec", "setuptools", "wheel", "six"})
+                      "sympy", "networkx", "fsspec", "setuptools"})
 PART_BYTES = 58 * 2 ** 20  # below the 64 MiB transfer limit, with room for the repository itself
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 TOKENIZER_DIR = "snps3_tokenizer"
