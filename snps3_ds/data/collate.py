@@ -88,19 +88,14 @@ class Collator:
         size = samples[0].frames.shape[-3:]
         frames = _batch_tensor((len(samples), self.num_clips, *size))
         clip_mask = torch.zeros(len(samples), self.num_clips, dtype=torch.bool)
-        all_raw = all(sample.frames.dtype == torch.uint8 for sample in samples)
         for i, sample in enumerate(samples):
             t = min(sample.frames.shape[0], self.num_clips)
             frames[i, :t].copy_(sample.frames[:t])
-            if not all_raw and sample.frames.dtype == torch.uint8:
-                normalize(frames[i, :t])
+            if sample.frames.dtype == torch.uint8:
+                normalize(frames[i, :t])  # right after the copy, while this clip is still in the cache
             if t < self.num_clips:
                 frames[i, t:].zero_()
             clip_mask[i, :t] = True
-        if all_raw:
-            normalize(frames)  # one pass over the batch; padding clips become -mean/std, so they are zeroed again
-            if not clip_mask.all():
-                frames.masked_fill_(~clip_mask[:, :, None, None, None], 0.0)
         return frames, clip_mask
 
     def _torch_generator(self) -> torch.Generator:
