@@ -86,3 +86,19 @@ def test_pick_ds_config_prints_the_choice_and_why(forced: str, chosen: str) -> N
                           check=True)
     assert done.stdout.strip() == chosen
     assert f"{ENV}={forced}" in done.stderr and chosen in done.stderr
+
+
+@pytest.mark.slow
+def test_a_bf16_run_on_an_emulating_cpu_prints_the_warning(tiny_corpus: Path, tmp_path: Path) -> None:
+    """The run flow itself warns (forced with SNPS3_CPU_BF16=0, since this machine may well have native bf16)."""
+    ds = tmp_path / "bf16.json"
+    ds.write_text(json.dumps({**json.loads((REPO / "ds_configs" / "zero2.json").read_text()),
+                              "train_micro_batch_size_per_gpu": 4}))
+    env = {**os.environ, ENV: "0", "WANDB_MODE": "disabled", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, "launch/pretrain.py", "--config", "launch/recipes/tiny.yaml", "--ds_config",
+                           str(ds), f"data.train_shards=[{tiny_corpus / 'train'}]",
+                           f"data.eval_shards=[{tiny_corpus / 'test'}]", "train.max_steps=1",
+                           f"train.run_dir={tmp_path / 'run'}"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "has no native bf16" in done.stdout and "ds_configs/zero2_fp32.json" in done.stdout
