@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.requirements-installed
 DEMO    := runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: install test demo demo-tasks clean-demo
+.PHONY: install test demo demo-tasks clean-demo gpu-check gpu-wheels
 
 # requirements.txt is the pinned set; then the package itself, editable (pyproject.toml), so `import snps3_ds`
 # works from any folder and the launch scripts need no import-path tricks.
@@ -22,12 +22,14 @@ test: $(STAMP)
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS) tests
 
 # Corpus (built on first use) -> zero-shot retrieval of the untrained model -> 2-rank DeepSpeed
-# pre-training on the CPU -> retrieval again, printed beside the first.
+# pre-training on the CPU -> retrieval again, printed beside the first. Precision: bf16 where the CPU computes
+# it natively (AVX512_BF16/AMX) or on a GPU, else fp32 (launch/pick_ds_config.py says which and why).
+DEMO_DS_CONFIGS := ds_configs/zero2.json ds_configs/zero2_fp32.json
 demo: $(STAMP)
 	rm -rf $(DEMO)
 	$(PY) launch/evaluate.py --config launch/recipes/demo.yaml --out $(DEMO)/eval_before.json
 	PATH=$(abspath $(VENV))/bin:$$PATH deepspeed --num_gpus 2 launch/pretrain.py \
-		--config launch/recipes/demo.yaml --ds_config ds_configs/zero2.json
+		--config launch/recipes/demo.yaml --ds_config $$($(PY) launch/pick_ds_config.py $(DEMO_DS_CONFIGS))
 	$(PY) launch/evaluate.py --config launch/recipes/demo.yaml --checkpoint $(DEMO)/checkpoints \
 		--baseline $(DEMO)/eval_before.json --out $(DEMO)/eval_after.json
 
@@ -57,3 +59,17 @@ demo-tasks: $(STAMP)
 
 clean-demo:
 	rm -rf $(DEMO) data/demo $(FT) runs/demo_ft_retrieval runs/demo_ft_qa
+
+# GPU check (README "GPU check"): no install step, so it runs on the GPU node's own python with the carried
+# wheels: make gpu-check GPU_PY=/opt/torch/.venv/bin/python3. Without CUDA it runs its CPU subset.
+GPU_PY     ?= $(PY)
+GPU_WHEELS ?= gpu_wheels
+GPU_SITE   ?= gpu_site
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(GPU_PY) launch/gpu_wheels.py unpack $(GPU_WHEELS) $(GPU_SITE)
+	PYTHONPATH=$(CURDIR):$(CURDIR)/$(GPU_SITE) PATH=$(CURDIR)/$(GPU_SITE)/ninja/data/bin:$$PATH \
+		$(GPU_PY) launch/gpu_check.py --out runs/gpu_check
+
+# The node's wheels, fetched here (PyPI): gpu_wheels/base (one transfer) and gpu_wheels/dali/part-NN.
+gpu-wheels:
+	PYTHONPATH=$(CURDIR) $(PY) launch/gpu_wheels.py download $(GPU_WHEELS)

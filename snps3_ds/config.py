@@ -80,7 +80,7 @@ class DataConfig:
     make_demo_if_missing: bool = False
     """Build the synthetic demo corpus when the shards above do not exist (the demo recipe)."""
     decoder: Literal["auto", "dali", "decord", "pyav"] = "auto"
-    """Decoding backend: auto (DALI on GPU, else decord; PyAV for samples they cannot read), dali (DALI pipeline,
+    """Decoding backend: auto (DALI on GPU, else PyAV; decord for samples they cannot read), dali (DALI pipeline,
     GPU or CPU; CPU decodes only VP8/VP9/MJPEG, the rest falls back per sample), decord, or pyav."""
     num_clips: int = 4
     """Frames sampled per video, one from each of num_clips equal segments."""

@@ -9,11 +9,13 @@ from __future__ import annotations
 import random
 
 import torch
+from torch.utils.data import get_worker_info
 from transformers import PreTrainedTokenizerBase
 
 from snps3_ds.config import MaskingConfig
 from snps3_ds.data.batch import VideoTextBatch
 from snps3_ds.data.decode.sample import DecodedSample
+from snps3_ds.data.decode.transforms import normalize
 from snps3_ds.data.seeds import WorkerRandom, stream_seed
 from snps3_ds.data.text.mssm import MssmVocab, choose_words, mssm_mask
 from snps3_ds.data.text.tokens import SpecialIds, mlm_mask, tokenize
@@ -80,15 +82,35 @@ class Collator:
         return mlm_ids, labels, words
 
     def _stack_frames(self, samples: list[DecodedSample]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames [B, num_clips, 3, S, S] float and the clip mask. uint8 samples (the CPU loaders') are converted
+        and normalised straight into the batch tensor, which a DataLoader worker allocates in shared memory: no
+        per-sample float copies, and nothing to copy again when the batch travels to the training process."""
         size = samples[0].frames.shape[-3:]
-        frames = torch.zeros(len(samples), self.num_clips, *size)
+        frames = _batch_tensor((len(samples), self.num_clips, *size))
         clip_mask = torch.zeros(len(samples), self.num_clips, dtype=torch.bool)
         for i, sample in enumerate(samples):
             t = min(sample.frames.shape[0], self.num_clips)
-            frames[i, :t], clip_mask[i, :t] = sample.frames[:t], True
+            frames[i, :t].copy_(sample.frames[:t])
+            if sample.frames.dtype == torch.uint8:
+                normalize(frames[i, :t])  # right after the copy, while this clip is still in the cache
+            if t < self.num_clips:
+                frames[i, t:].zero_()
+            clip_mask[i, :t] = True
         return frames, clip_mask
 
     def _torch_generator(self) -> torch.Generator:
         if self._generator is None:
             self._generator = torch.Generator().manual_seed(self.rng.get().getrandbits(63))
         return self._generator
+
+
+def _batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised float tensor; in a DataLoader worker its storage is shared memory from the start, as
+    torch's default_collate allocates it, so sending the batch to the training process copies nothing."""
+    if get_worker_info() is None:
+        return torch.empty(shape)
+    numel = 1
+    for side in shape:
+        numel *= side
+    storage = torch.empty(0)._typed_storage()._new_shared(numel)
+    return torch.empty(0).new(storage).view(shape)

@@ -79,8 +79,9 @@ def build_train_loader(data: DataConfig, masking: MaskingConfig, tokenizer: PreT
         return CountedBatches(dali_train_batches(data, sets, collate, micro_batch_size, rank, dali_seed), monitor,
                               consumed)
     counter = SkipCounter()
-    decoder = SampleDecoder(make_decoder(data.decoder), FrameTransform(data.image_size, True, data.train_scale, data.hflip),
-                            data.num_clips, True, WorkerRandom(seed, rank, 1), counter, texts)
+    transform = FrameTransform(data.image_size, True, data.train_scale, data.hflip).geometry  # the Collator normalises
+    decoder = SampleDecoder(make_decoder(data.decoder), transform, data.num_clips, True, WorkerRandom(seed, rank, 1),
+                            counter, texts)
     dropped: dict[str, int] = {}
     order = _global_order(sets, seed, data.shuffle_window, dropped, texts)
     start = resume_start(resume, order.layout)
@@ -140,8 +141,8 @@ def build_eval_loader(data: DataConfig, tokenizer: PreTrainedTokenizerBase, batc
 
         return MonitoredBatches(DaliEvalBatches(data, urls, collate, batch_size, num_clips), monitor)
     counter = SkipCounter()
-    decoder = SampleDecoder(make_decoder(data.decoder), FrameTransform(data.image_size, False), num_clips, False,
-                            WorkerRandom(0, 0, 1), counter, texts)
+    decoder = SampleDecoder(make_decoder(data.decoder), FrameTransform(data.image_size, False).geometry, num_clips,
+                            False, WorkerRandom(0, 0, 1), counter, texts)
     pipeline = eval_stream(urls, handler=counter.shard_handler).compose(
         wds.map(decoder), wds.select(_is_sample), wds.batched(batch_size, collation_fn=collate, partial=True),
         wds.map(counter.attach))

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from snps3_ds.demo.corpus import CODECS, ClipConfig, make_demo_corpus
+from snps3_ds.demo.corpus import CODECS, FRAME_SIDES, ClipConfig, make_demo_corpus
 from snps3_ds.demo.tasks import format_summary, make_demo_tasks
 
 log = logging.getLogger("make_demo_corpus")
@@ -29,6 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--fps", type=float, default=8.0)
     parser.add_argument("--captions-per-clip", type=int, default=2)
+    parser.add_argument("--sides", default=",".join(map(str, FRAME_SIDES)),
+                        help="comma-separated frame sides (width and height each drawn from them), even pixels")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--shard-size", type=int, default=500, help="clips per shard")
     tasks = parser.add_mutually_exclusive_group()
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.tasks_only:
         return {"tasks": _write_tasks(args.out, args.seed)}
     try:
-        clips = ClipConfig(args.codec, args.frames, args.fps, args.captions_per_clip)
+        sides = tuple(int(side) for side in args.sides.split(",") if side.strip())
+        clips = ClipConfig(args.codec, args.frames, args.fps, args.captions_per_clip, sides)
         summary = make_demo_corpus(args.out, args.train, args.test, seed=args.seed, clips=clips,
                                    workers=args.workers, shard_size=args.shard_size, command=command)
     except ValueError as exc:

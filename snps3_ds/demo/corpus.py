@@ -103,6 +103,9 @@ class ClipConfig:
     frames: int = 16
     fps: float = 8.0
     captions_per_clip: int = 2
+    sides: tuple[int, ...] = FRAME_SIDES
+    """Frame widths and heights drawn from (even pixels); 64-96 keeps the CPU demo fast, 224-256 gives clips of
+    the size real pre-training decodes (the GPU check)."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,8 @@ def visible_colors(background: str) -> list[str]:
     return [c for c in COLORS if c not in _LOW_CONTRAST.get(background, {background})]
 
 
-def sample_scene(rng: np.random.Generator) -> tuple[str, list[ShapeSpec], int, int]:
+def sample_scene(rng: np.random.Generator,
+                 sides: tuple[int, ...] = FRAME_SIDES) -> tuple[str, list[ShapeSpec], int, int]:
     """Draw background, frame size and 1-2 shapes (distinct colours that stand out on it)."""
     background = str(rng.choice(list(BACKGROUNDS)))
     allowed = visible_colors(background)
@@ -132,7 +136,7 @@ def sample_scene(rng: np.random.Generator) -> tuple[str, list[ShapeSpec], int, i
                   str(rng.choice(MOTIONS)))
         for c in colors
     ]
-    width, height = (int(rng.choice(FRAME_SIDES)) for _ in range(2))
+    width, height = (int(rng.choice(sides)) for _ in range(2))
     return background, shapes, width, height
 
 
@@ -291,7 +295,7 @@ def make_sample(seed: int, split: str, index: int, cfg: ClipConfig) -> dict[str,
     """Render, caption and encode one clip; returns ShardWriter.write keyword arguments."""
     key = f"{split}_{index:06d}"
     rng = clip_rng(seed, split, index)
-    background, shapes, width, height = sample_scene(rng)
+    background, shapes, width, height = sample_scene(rng, cfg.sides)
     video = render_clip(rng, background, shapes, width, height, cfg.frames)
     duration = cfg.frames / cfg.fps
     meta = {
@@ -353,6 +357,8 @@ def _check_args(train: int, test: int, seed: int, cfg: ClipConfig, workers: int,
         problems.append("--train and --test are both 0: nothing to make")
     if cfg.codec not in CODECS:
         problems.append(f"--codec must be one of {sorted(CODECS)} (got {cfg.codec!r})")
+    if not cfg.sides or any(side < 16 or side % 2 for side in cfg.sides):
+        problems.append(f"--sides must be even pixel sizes >= 16 (got {list(cfg.sides)})")
     if cfg.frames < 1:
         problems.append(f"--frames must be >= 1 (got {cfg.frames})")
     if not cfg.fps > 0:

@@ -9,50 +9,75 @@ resize/crop/normalise, tokenise, mask, collate) and two baselines on the same co
               short-GOP shards);
   reference:  the reference implementation's approach, one media file per sample read from a folder by a
               map-style Dataset (decord from the path), with the same transforms and collation.
-and prints the ratios loader/limit, loader/limit_seek and loader/reference.
+and prints the ratios loader/limit, loader/limit_seek and loader/reference, in wall-clock clips/s and in clips
+per CPU-second of every process involved (the loader's workers and training process, the limit's processes).
+The CPU figure is the one to trust on a machine that other jobs share: wall-clock rates move with their load,
+CPU-seconds per clip hardly do. It also compares the per-sample CPU backends (PyAV and decord seeking the
+same frames on one core, with their failures), which is what `data.decoder: auto` chooses by on a CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import random
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, Dataset
 
 from snps3_ds.config import DataConfig, MaskingConfig, ModelConfig
 from snps3_ds.data.collate import Collator
-from snps3_ds.data.decode.backends import DecodeError, DecordDecoder, segment_indices
+from snps3_ds.data.decode.backends import DecodeError, DecordDecoder, PyAVDecoder, segment_indices
 from snps3_ds.data.decode.pyav import decode_indices_pyav, decode_indices_seeking, probe_video
 from snps3_ds.data.decode.sample import DecodedSample
 from snps3_ds.data.decode.transforms import FrameTransform
 from snps3_ds.data.loader import StreamPlacement, build_train_loader
-from snps3_ds.data.samples import media_member, sample_meta
+from snps3_ds.data.samples import IMAGE_EXTENSIONS, media_member, sample_meta
 from snps3_ds.data.seeds import WorkerRandom
 from snps3_ds.data.stream.shards import resolve_shards
 from snps3_ds.models.factory import build_tokenizer
 
 
-def _rate(clips: int, seconds: float, num_clips: int) -> dict[str, float]:
-    return {"clips_per_s": clips / seconds, "frames_per_s": clips * num_clips / seconds, "seconds": seconds}
+def _rate(clips: int, seconds: float, num_clips: int, cpu_s: float | None = None) -> dict[str, float]:
+    rate = {"clips_per_s": clips / seconds, "frames_per_s": clips * num_clips / seconds, "seconds": seconds}
+    if cpu_s is not None:
+        rate.update(cpu_s=cpu_s, clips_per_cpu_s=clips / max(cpu_s, 1e-9))
+    return rate
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by these processes (gone ones count 0)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
 
 
 def bench_loader(args: argparse.Namespace, tokenizer: Any) -> dict[str, float]:
-    """The training loader as the trainer sees it; the first batches (worker start-up) are not timed."""
+    """The training loader as the trainer sees it; the first batches (worker start-up) are not timed. CPU time
+    counts this process and its DataLoader workers."""
     data = DataConfig(train_shards=[args.shards], decoder=args.decoder, num_clips=args.num_clips,
                       image_size=args.image_size, num_workers=args.workers)
     batches = build_train_loader(data, MaskingConfig(), tokenizer, args.batch_size, StreamPlacement(0, 1, 0))
     for _ in range(args.warmup):
         next(batches)
-    start = time.perf_counter()
+    pids = [os.getpid(), *(child.pid for child in psutil.Process().children(recursive=True))]
+    cpu, start = _cpu_seconds(pids), time.perf_counter()
     clips = sum(next(batches).num_videos for _ in range(args.batches))
-    return _rate(clips, time.perf_counter() - start, args.num_clips)
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds(pids) - cpu
+    del batches  # stop the workers before the baselines run
+    return _rate(clips, seconds, args.num_clips, cpu)
 
 
 def _media(urls: list[str]) -> list[tuple[str, str, bytes, list[str]]]:
@@ -85,9 +110,32 @@ def bench_limit(media: list[bytes], args: argparse.Namespace, clips_wanted: int,
     shares = [(media[i::args.workers], args.num_clips, rounds, seek) for i in range(args.workers)]
     with mp.get_context("fork").Pool(args.workers) as pool:
         pool.map(_pyav_worker, [(m[:1], n, 1, seek) for m, n, _, _ in shares])  # warm the processes
-        start = time.perf_counter()
+        pids = [child.pid for child in psutil.Process().children()]  # the pool's (the loader's workers are gone)
+        cpu, start = _cpu_seconds(pids), time.perf_counter()
         clips = sum(pool.map(_pyav_worker, shares))
-    return _rate(clips, time.perf_counter() - start, args.num_clips)
+        seconds, cpu = time.perf_counter() - start, _cpu_seconds(pids) - cpu
+    return _rate(clips, seconds, args.num_clips, cpu)
+
+
+def bench_backends(media: list[tuple[str, str, bytes, list[str]]], args: argparse.Namespace) -> dict[str, Any]:
+    """Each per-sample CPU backend seeking the same num_clips centre frames of every clip, in this one process
+    (one core): clips/s and the clips it could not decode. What `data.decoder: auto` ranks them by."""
+    videos = [(key, ext, data) for key, ext, data, _ in media if ext not in IMAGE_EXTENSIONS]
+    rounds = max(1, -(-args.batch_size * 4 // len(videos)))
+    found = {}
+    for backend in (PyAVDecoder(), DecordDecoder()):
+        failed: set[str] = set()
+        done, start = 0, time.process_time()
+        for _ in range(rounds):
+            for key, ext, data in videos:
+                try:
+                    backend.decode(data, ext, args.num_clips, False, random.Random(0))
+                    done += 1
+                except DecodeError:
+                    failed.add(key)
+        seconds = time.process_time() - start
+        found[backend.name] = {"clips_per_cpu_s": done / max(seconds, 1e-9), "failed": sorted(failed)}
+    return found
 
 
 class FolderClips(Dataset):
@@ -144,23 +192,47 @@ def run_data(args: argparse.Namespace) -> dict[str, Any]:
     videos = [m[2] for m in media if m[1] not in ("jpg", "jpeg", "png")]
     results = {"loader": bench_loader(args, tokenizer),
                "limit": bench_limit(videos, args, clips_wanted, seek=False),
-               "limit_seek": bench_limit(videos, args, clips_wanted, seek=True)}
+               "limit_seek": bench_limit(videos, args, clips_wanted, seek=True),
+               "backends": bench_backends(media, args)}
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(args.source_dir) if args.source_dir else Path(scratch)
         results["reference"] = bench_reference(media, folder, args, tokenizer, clips_wanted + args.warmup * args.batch_size)
     loader = results["loader"]["clips_per_s"]
     results["ratios"] = {f"loader/{name}": loader / results[name]["clips_per_s"]
                          for name in ("limit", "limit_seek", "reference")}
+    results["cpu_ratios"] = {f"loader/{name}": results["loader"]["clips_per_cpu_s"] / results[name]["clips_per_cpu_s"]
+                             for name in ("limit", "limit_seek")}
     print_table(results, args, len(media))
     return results
 
 
 def print_table(results: dict[str, Any], args: argparse.Namespace, samples: int) -> None:
-    print(f"data benchmark: {args.shards} ({samples} samples), decoder={args.decoder}, workers={args.workers}, "
-          f"batch {args.batch_size} x {args.num_clips} clips at {args.image_size}px, {args.batches} timed batches")
-    print(f"{'method':<12}{'clips/s':>10}{'frames/s':>10}{'x limit':>9}")
+    print(f"data benchmark: {args.shards} ({samples} samples), decoder={args.decoder} ({_resolved(args.decoder)}), "
+          f"workers={args.workers}, batch {args.batch_size} x {args.num_clips} clips at {args.image_size}px, "
+          f"{args.batches} timed batches; {_machine()}")
+    print(f"{'method':<12}{'clips/s':>10}{'frames/s':>10}{'x limit':>9}{'clips/CPU-s':>13}")
     for name in ("loader", "limit", "limit_seek", "reference"):
         row = results[name]
+        per_cpu = f"{row['clips_per_cpu_s']:>13.1f}" if "clips_per_cpu_s" in row else f"{'-':>13}"
         print(f"{name:<12}{row['clips_per_s']:>10.1f}{row['frames_per_s']:>10.1f}"
-              f"{row['clips_per_s'] / results['limit']['clips_per_s']:>9.2f}")
+              f"{row['clips_per_s'] / results['limit']['clips_per_s']:>9.2f}{per_cpu}")
     print("ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in results["ratios"].items()))
+    print("CPU-time ratios (clips per CPU-second; steadier on a shared machine): "
+          + ", ".join(f"{k} = {v:.2f}" for k, v in results["cpu_ratios"].items()))
+    print("per-sample CPU backends, seeking the same frames on one core: " + ", ".join(
+        f"{name} {row['clips_per_cpu_s']:.1f} clips/s" + (f" (failed on {', '.join(row['failed'])})" if row["failed"]
+                                                          else "") for name, row in results["backends"].items()))
+
+
+def _resolved(decoder: str) -> str:
+    """What data.decoder means on this machine (auto: DALI only with a GPU and DALI installed)."""
+    from snps3_ds.data.decode.backends import make_decoder
+    from snps3_ds.data.loader import _use_dali
+
+    return "DALI, " + make_decoder(decoder).name + " fallback" if _use_dali(decoder) else make_decoder(decoder).name
+
+
+def _machine() -> str:
+    from snps3_ds.perf.cpu_features import cpu_precision
+
+    return f"{cpu_precision().model}, {len(os.sched_getaffinity(0))} cores, load {os.getloadavg()[0]:.1f}"

@@ -45,6 +45,7 @@ from snps3_ds.engine.base import Engine
 from snps3_ds.engine.ds_config import load_ds_config
 from snps3_ds.engine.factory import make_engine
 from snps3_ds.engine.steps import StepRequest, optimiser_step, plans_steps
+from snps3_ds.perf.cpu_features import bf16_warning
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -402,6 +403,10 @@ def with_ratios(rows: list[dict[str, Any]]) -> None:
 def run_benchmark(opts: BenchOptions) -> dict[str, Any]:
     """Every mode in turn; prints each row's result as it lands, then the table."""
     base = json.loads(Path(opts.base_ds_config).read_text())
+    warning = bf16_warning(load_ds_config(opts.base_ds_config).precision,
+                           "cuda" if torch.cuda.is_available() else "cpu", opts.base_ds_config)
+    if warning:
+        print(warning, flush=True)
     machine = machine_info(opts.world)
     threads = machine["threads_per_rank"]
     rows = []

@@ -38,6 +38,7 @@ from snps3_ds.engine.trainer import TrainHooks, TrainResult, train
 from snps3_ds.logging import RunLogger
 from snps3_ds.models.factory import build_model, build_tokenizer
 from snps3_ds.models.snp import SNPModel, visual_parameter_names
+from snps3_ds.perf.cpu_features import bf16_warning
 from snps3_ds.processes import Processes, barrier, shut_down, start_processes
 from snps3_ds.tasks.base import StepPlanningTask
 from snps3_ds.run.elastic import (ResumePoint, elastic_note, fit_accumulation, needs_universal, prepare_universal,
@@ -139,6 +140,9 @@ def _set_up(job: TrainingJob) -> _Setup:
     settings, point, universal = _strategy(job, settings, procs)
     check_optimizer_block(settings, cfg.optim, job.recipe)
     optim, optim_line = for_global_batch(cfg.optim, settings.global_batch_size(procs.world))
+    warning = bf16_warning(settings.precision, procs.device.type, job.ds_config)
+    if warning and procs.rank == 0:
+        print(warning, flush=True)
     if procs.rank == 0:
         ensure_demo_data(cfg)
     barrier(procs.world)

@@ -3,8 +3,8 @@
 A decoder turns one sample's media bytes into uint8 frames [T, H, W, 3] (RGB) at the sampled indices.
 Per-sample backends: decord (frame-accurate seeking from its own index, reads H.264 from memory) and PyAV
 (reads everything FFmpeg reads; seeks by timestamp in MP4/WebM/MKV/MOV, which on the short-GOP shards
-build_shards writes is the fastest CPU path, and decodes AVI sequentially). `auto` chains them, so a clip
-decord refuses (single-frame MJPEG, VP9 without a duration) falls back to PyAV instead of being lost. DALI
+build_shards writes is the fastest CPU path, and decodes AVI sequentially). `auto` chains them, PyAV first
+(see make_decoder), so a clip one backend refuses falls back to the other instead of being lost. DALI
 decodes whole batches inside its own pipeline (snps3_ds.data.dali.pipeline) and uses this module's CPU chain for
 the samples it cannot take. Images become a one-frame clip.
 """
@@ -156,12 +156,17 @@ def decode_image(data: bytes) -> np.ndarray:
 
 
 def make_decoder(name: str) -> FrameDecoder:
-    """The per-sample CPU backend for data.decoder. `auto` and `dali` use decord with PyAV as fallback
-    (for `dali` this is the path of the samples DALI cannot decode)."""
+    """The per-sample CPU backend for data.decoder. `auto` and `dali` use PyAV with decord as fallback (for
+    `dali` this is the path of the samples DALI cannot decode).
+
+    PyAV first because it is the fastest correct CPU backend: seeking 4 frames per clip on one core of a
+    2-core Xeon, on the realdata clips re-encoded to short side 256 with GOP 8, PyAV decoded 84 clips/s,
+    torchcodec 0.17 77 and decord 45 (issue 14), and decord fails on a clip PyAV reads; `launch/benchmark.py
+    data` prints the PyAV/decord comparison for any shards. decord stays as the fallback."""
     if name == "decord":
         return DecordDecoder()
     if name == "pyav":
         return PyAVDecoder()
     if name in ("auto", "dali"):
-        return FallbackDecoder(DecordDecoder(), PyAVDecoder())
+        return FallbackDecoder(PyAVDecoder(), DecordDecoder())
     raise ValueError(f"data.decoder: unknown backend {name!r}; available: auto, dali, decord, pyav")

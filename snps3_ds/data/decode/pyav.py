@@ -41,11 +41,23 @@ def _open(data: bytes):
     return container
 
 
+# FFmpeg's name of the MP4/MOV demuxer: its frame count is the track's sample table, one sample per packet.
+SAMPLE_TABLE_FORMATS = ("mov,mp4,m4a,3gp,3g2,mj2",)
+
+
+def _frame_count(container, stream) -> int:
+    """Frames of the stream: the MP4/MOV sample count where the header has one (equal to the packet count on
+    every clip we checked, and free), else packets counted by demuxing (leaving the container at its end)."""
+    if container.format.name in SAMPLE_TABLE_FORMATS and stream.frames > 0:
+        return stream.frames
+    return sum(1 for packet in container.demux(stream) if packet.size)
+
+
 def _info(container) -> VideoInfo:
-    """VideoInfo of an open container's first video stream (leaves the container demuxed to its end)."""
+    """VideoInfo of an open container's first video stream (it may leave the container demuxed to its end)."""
     try:
         stream = container.streams.video[0]
-        count = sum(1 for packet in container.demux(stream) if packet.size)
+        count = _frame_count(container, stream)
         rate = stream.average_rate or stream.guessed_rate or 0
         fps = float(rate) if rate else 0.0
         if stream.duration and stream.time_base:
@@ -66,7 +78,8 @@ def _info(container) -> VideoInfo:
 def probe_video(data: bytes) -> VideoInfo:
     """Codec, frame count, fps and size of in-memory video bytes, without decoding pixels.
 
-    Frames are counted from demuxed packets because WebM and many MP4 headers carry no frame count.
+    Frames are counted from demuxed packets because WebM and some MP4 headers carry no frame count (MP4/MOV
+    sample tables that have one are read instead: the same number, without reading the stream).
     """
     if not data:
         raise DecodeError("missing_media", "empty media member")

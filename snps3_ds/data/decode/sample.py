@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from snps3_ds.data.decode.backends import DecodeError, FrameDecoder
-from snps3_ds.data.decode.transforms import FrameTransform
 from snps3_ds.data.samples import media_member, sample_meta
 from snps3_ds.data.seeds import WorkerRandom
 from snps3_ds.data.skips import SkipCounter
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class DecodedSample:
     key: str
-    frames: torch.Tensor  # [t, 3, S, S], t <= num_clips
+    frames: torch.Tensor  # [t, 3, S, S], t <= num_clips: normalised float, or uint8 0..255 (the Collator normalises)
     captions: list[str]
     labels: list[int] | None = None  # downstream tasks: one label per caption (see VideoTextBatch.text_labels)
     seed: int | None = None  # the resumable stream's per-sample seed (augmentations follow it)
@@ -39,6 +39,9 @@ TaskTexts = Callable[[str, list[str]], "tuple[list[str], list[int] | None] | Non
 """Downstream tasks: (sample key, its captions) -> (texts, one label per text or None), or None when the video
 is not part of the task's split (dropped before decoding; not a data fault). Membership must follow from the
 key alone: the training loader asks with no captions to keep only the split's videos in its sample order."""
+Transform = Callable[[np.ndarray, random.Random], torch.Tensor]
+"""Decoded uint8 frames [T, H, W, 3] -> [t, 3, S, S]: a FrameTransform (normalised float) or its `geometry`
+(uint8, for loaders whose Collator normalises into the batch)."""
 
 
 class SampleDecoder:
@@ -48,7 +51,7 @@ class SampleDecoder:
     library bug, an odd frame size) is counted as `error_<Type>` so the skip-rate guard still sees it.
     """
 
-    def __init__(self, decoder: FrameDecoder, transform: FrameTransform, num_clips: int, train: bool,
+    def __init__(self, decoder: FrameDecoder, transform: Transform, num_clips: int, train: bool,
                  rng: WorkerRandom, counter: SkipCounter | None = None, texts: TaskTexts | None = None) -> None:
         self.decoder, self.transform, self.num_clips, self.train, self.rng = decoder, transform, num_clips, train, rng
         self.counter = counter if counter is not None else SkipCounter()

@@ -20,23 +20,27 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class FrameTransform:
     """Training: short side to size * U(scale), random crop, optional flip. Evaluation: short side to
-    size, centre crop. One crop per clip so motion between frames is preserved."""
+    size, centre crop. One crop per clip so motion between frames is preserved.
+
+    `__call__` gives normalised float frames; `geometry` stops before the float conversion (uint8), so the
+    collator can convert and normalise straight into the batch tensor (one pass instead of four copies).
+    """
 
     def __init__(self, size: int, train: bool, scale: tuple[float, float] = (1.0, 1.25), hflip: bool = True):
         self.size, self.train, self.scale, self.hflip = size, train, scale, hflip
-        mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        # (x / 255 - mean) / std as one multiply and one subtract, in place: 10x cheaper than the literal form
-        self.norm_scale, self.norm_shift = 1.0 / (255.0 * std), mean / std
 
     def __call__(self, frames: np.ndarray | torch.Tensor, rng: random.Random) -> torch.Tensor:
+        return normalize(self.geometry(frames, rng).contiguous().float())
+
+    def geometry(self, frames: np.ndarray | torch.Tensor, rng: random.Random) -> torch.Tensor:
+        """uint8 [T, H, W, 3] -> uint8 [T, 3, S, S] (crop, resize, flip; any memory layout)."""
         video = torch.as_tensor(frames).permute(0, 3, 1, 2)  # [T, 3, H, W], still uint8
         short = self.size * (rng.uniform(*self.scale) if self.train else 1.0)
         video = self._crop(video, max(self.size, round(short)), rng)
         video = _resize(video, self.size)
         if self.train and self.hflip and rng.random() < 0.5:
             video = video.flip(-1)
-        video = video.contiguous().float()  # values are 0..255 whether the resize ran on uint8 or float
-        return video.mul_(self.norm_scale.to(video.device)).sub_(self.norm_shift.to(video.device))
+        return video
 
     def _crop(self, video: torch.Tensor, short: int, rng: random.Random) -> torch.Tensor:
         """The region that becomes the size x size crop once the short side is resized to `short`."""
@@ -58,3 +62,17 @@ def _resize(video: torch.Tensor, size: int) -> torch.Tensor:
     elif video.dtype == torch.uint8:
         video = video.contiguous(memory_format=torch.channels_last)  # the layout of torch's uint8 fast path
     return F.interpolate(video, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+
+
+_NORM: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def normalize(video: torch.Tensor) -> torch.Tensor:
+    """In place: float frames [..., 3, H, W] with values 0..255 -> ImageNet-normalised.
+    (x / 255 - mean) / std as one multiply and one subtract: 10x cheaper than the literal form, and 2.7x
+    cheaper than torch.addcmul with the same broadcast factors (measured on one CPU core)."""
+    if video.device not in _NORM:
+        mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        _NORM[video.device] = ((1.0 / (255.0 * std)).to(video.device), (mean / std).to(video.device))
+    scale, shift = _NORM[video.device]
+    return video.mul_(scale).sub_(shift)
