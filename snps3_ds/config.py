@@ -120,7 +120,8 @@ class MaskingConfig:
     """Folder with significance.json + lemmas.json from data_prep/mine_significant_words.py; needed by
     kind=mssm, and when set the training loader also chooses LVWM words (batch.word_positions)."""
     top_k: int = 3000
-    """A token is significant when its mined rank is in the top top_k (ties at the boundary included)."""
+    """A token is significant when its mined 0-based rank is at most top_k (the reference's `rank <= words_top_k`;
+    ties at the boundary included)."""
     word_chosen_num: int = 3
     """LVWM: word positions chosen per caption (significant first, padded by repetition)."""
     attentive_probability: float = 0.0
