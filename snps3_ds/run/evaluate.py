@@ -33,6 +33,7 @@ from snps3_ds.evaluation.qa_zero_shot import (DEFAULT_TEMPLATE, TEMPLATES, ZeroS
 from snps3_ds.evaluation.retrieval import RetrievalOptions, run_retrieval
 from snps3_ds.models.factory import build_model, build_tokenizer
 from snps3_ds.processes import barrier, shut_down, start_processes
+from snps3_ds.ranking import NonFiniteScores
 from snps3_ds.run import cli
 from snps3_ds.run.eval_report import report
 from snps3_ds.tasks.qa import QATask
@@ -142,17 +143,25 @@ def main(argv: list[str] | None = None, description: str = DESCRIPTION) -> dict[
     loader = build_eval_loader(cfg.data, tokenizer, cfg.eval.batch_size, clips, texts=texts)
     run = Evaluation(args, annotation, texts, tokenizer, clips, loader,
                      EvalContext(procs.device, procs.rank, procs.world))
-    if task == "retrieval":
-        metrics, extra = evaluate_retrieval_task(run, model)
-    elif task == "qa":
-        metrics, extra = evaluate_qa_task(run, protocol, module)
-    else:
-        result = evaluate_mcqa(model, loader, float(model.temperature()), run.split, clips, run.ctx)
-        metrics, extra = result.metrics, {"records": result.records}
+    try:
+        metrics, extra = evaluate_task(run, task, protocol, module, model)
+    except NonFiniteScores as err:  # a broken checkpoint fails, named, instead of reporting figures
+        raise NonFiniteScores(f"{args.checkpoint or 'the untrained model'}: {err}") from None
     if procs.rank == 0:
         report(args, cfg, task, run.split, metrics, extra)
     shut_down(procs.world)
     return metrics
+
+
+def evaluate_task(run: Evaluation, task: str, protocol: str | None, module: torch.nn.Module, model
+                  ) -> tuple[dict[str, float], dict]:
+    """The metrics of one protocol and what its report shows beside them (worst queries, records)."""
+    if task == "retrieval":
+        return evaluate_retrieval_task(run, model)
+    if task == "qa":
+        return evaluate_qa_task(run, protocol, module)
+    result = evaluate_mcqa(model, run.loader, float(model.temperature()), run.split, run.clips, run.ctx)
+    return result.metrics, {"records": result.records}
 
 
 def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: str) -> None:

@@ -26,7 +26,7 @@ from snps3_ds.objectives.matching import CrossMatchingLoss
 from snps3_ds.objectives.mlm import masked_positions, mlm_loss
 from snps3_ds.objectives.moco import MomentumContrast
 from snps3_ds.objectives.vtm import VTMLoss
-from snps3_ds.ranking import query_ranks
+from snps3_ds.ranking import median_rank, query_ranks
 from snps3_ds.tasks.attentive import AttentiveMasking
 from snps3_ds.tasks.base import TaskOutput
 
@@ -189,6 +189,6 @@ def in_batch_recall(scores: torch.Tensor, targets: torch.Tensor, prefix: str) ->
     truth[torch.arange(scores.shape[0], device=scores.device), targets] = True
     ranks = query_ranks(scores.detach(), truth).float()
     metrics = {f"{prefix}_t2v_R@{k}": (ranks <= k).float().mean() * 100 for k in (1, 5, 10)}
-    metrics[f"{prefix}_t2v_MdR"] = ranks.median()
+    metrics[f"{prefix}_t2v_MdR"] = median_rank(ranks)
     return metrics
 

@@ -1,0 +1,79 @@
+"""Method fidelity against the reference (issue 15): each test pins one audited defect and fails on the code
+the audit read. `pytest -k fidelity` selects them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from snps3_ds.evaluation.metrics import retrieval_metrics, text_video_metrics
+from snps3_ds.ranking import NonFiniteScores, median_rank, query_ranks
+
+
+# 2. non-finite scores are never perfect retrieval
+
+
+def test_fidelity_nan_scores_fail_evaluation_and_never_rank_first() -> None:
+    scores = torch.full((50, 50), float("nan"))
+    with pytest.raises(NonFiniteScores, match="2500 of 2500 scores are NaN or infinite"):
+        text_video_metrics(scores, torch.arange(50))
+    # the rank rule itself (in-batch training metrics use it): a NaN truth or a NaN distractor is the worst case
+    truth = torch.eye(50, dtype=torch.bool)
+    assert (query_ranks(scores, truth) == 50).all()
+    mixed = torch.tensor([[float("nan"), 0.1, 0.2], [0.9, float("nan"), 0.1]])
+    assert query_ranks(mixed, torch.eye(2, 3, dtype=torch.bool)).tolist() == [3, 3]
+    with pytest.raises(NonFiniteScores):
+        retrieval_metrics(torch.tensor([[1.0, float("inf")]]), torch.tensor([[True, False]]))
+
+
+# 3. MdR averages the two middle ranks; constant scores give the worst case
+
+
+def test_fidelity_median_rank_is_numpy_median() -> None:
+    generator = torch.Generator().manual_seed(0)
+    for size in (2, 4, 7, 10, 50):
+        scores = torch.randn(size, size, generator=generator)
+        truth = torch.eye(size, dtype=torch.bool)
+        ranks = query_ranks(scores, truth)
+        # the reference: np.median(0-based rank) + 1
+        assert retrieval_metrics(scores, truth)["MdR"] == pytest.approx(float(np.median(ranks.numpy() - 1) + 1))
+    assert float(median_rank(torch.tensor([1.0, 2.0, 5.0, 9.0]))) == 3.5
+
+
+def test_fidelity_constant_scores_give_the_worst_case() -> None:
+    m = retrieval_metrics(torch.zeros(20, 20), torch.eye(20, dtype=torch.bool))
+    assert m["R@1"] == m["R@5"] == m["R@10"] == 0 and m["MdR"] == m["MnR"] == 20
+
+
+# 7. significance cut-off: rank <= top_k, as the reference
+
+
+def test_fidelity_significance_cutoff_includes_rank_top_k() -> None:
+    from pathlib import Path
+
+    from snps3_ds.data.text.significance import SignificanceTable
+
+    rank = torch.tensor([0, 1, 2, 3, 3, 5, 0])
+    total = torch.tensor([9, 8, 7, 6, 6, 1, 0])
+    table = SignificanceTable(Path("."), tuple("abcdefg"), rank, total, {})
+    assert table.significant_mask(3).tolist() == [True, True, True, True, True, False, False]
+    assert table.significant_ids(3).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_fidelity_broken_checkpoint_fails_evaluation_naming_it(tiny_corpus, tiny_config, tokenizer,
+                                                               tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    from conftest import TINY_RECIPE, tiny_overrides
+    from snps3_ds.models.factory import build_model
+    from snps3_ds.run import evaluate
+
+    state = {f"model.{k}": v.contiguous() for k, v in build_model(tiny_config.model, tokenizer).state_dict().items()}
+    state["model.img_fc.2.bias"] = torch.full_like(state["model.img_fc.2.bias"], float("nan"))  # a diverged run
+    broken = tmp_path / "broken.safetensors"
+    save_file(state, str(broken))
+    with pytest.raises(NonFiniteScores, match="broken.safetensors: retrieval scores"):
+        evaluate.main(["--config", str(TINY_RECIPE), "--checkpoint", str(broken), "--out", str(tmp_path / "m.json"),
+                       *tiny_overrides(tiny_corpus)])
+    assert not (tmp_path / "m.json").exists()
