@@ -92,6 +92,9 @@ class DataConfig:
     """Training: random horizontal flip (off for data whose captions name left/right)."""
     max_text_len: int = 30
     """Caption length in wordpieces, [CLS] and [SEP] included."""
+    random_truncate: bool = True
+    """Pre-training: a caption longer than max_text_len keeps a random window of its wordpieces (the reference's
+    `random_truncate: true`); false keeps the head. Downstream fine-tuning and evaluation always keep the head."""
     shuffle_buffer: int = 500
     """DALI training reader: samples held in its shuffle buffer."""
     shuffle_window: int = 8

@@ -77,3 +77,40 @@ def test_fidelity_broken_checkpoint_fails_evaluation_naming_it(tiny_corpus, tiny
         evaluate.main(["--config", str(TINY_RECIPE), "--checkpoint", str(broken), "--out", str(tmp_path / "m.json"),
                        *tiny_overrides(tiny_corpus)])
     assert not (tmp_path / "m.json").exists()
+
+
+# 5. a random truncation window in pre-training
+
+
+def test_fidelity_pretraining_truncates_long_captions_at_a_random_window(tokenizer) -> None:
+    import random
+
+    from snps3_ds.config import DataConfig, MaskingConfig
+    from snps3_ds.data.collate import Collator
+    from snps3_ds.data.decode.sample import DecodedSample
+    from snps3_ds.data.seeds import WorkerRandom
+    from snps3_ds.data.text.tokens import tokenize
+
+    long = " ".join(f"word{i}" if i % 2 else "dog" for i in range(40))
+    pieces = tokenizer(long, add_special_tokens=False)["input_ids"]
+    captions = ["a red circle", long]
+    head_ids, head_mask = tokenize(tokenizer, captions, 12)
+    windows = set()
+    for seed in range(20):
+        ids, mask = tokenize(tokenizer, captions, 12, random.Random(seed))
+        assert torch.equal(ids[0], head_ids[0]) and torch.equal(mask, head_mask), "short captions: as before"
+        body = ids[1, 1:11].tolist()
+        assert ids[1, 0] == tokenizer.cls_token_id and ids[1, 11] == tokenizer.sep_token_id
+        start = next(s for s in range(len(pieces) - 9) if pieces[s:s + 10] == body)  # a contiguous run
+        windows.add(start)
+    assert len(windows) > 5 and max(windows) > len(pieces) // 2, "the tail of a long caption is seen too"
+    assert DataConfig().random_truncate, "pre-training default: a random window (DESIGN §3.3)"
+    sample = [DecodedSample("k", torch.zeros(1, 3, 4, 4), [long])]
+    heads = Collator(tokenizer, 12, 1, MaskingConfig(), True, WorkerRandom(0, 0, 2))
+    random_windows = Collator(tokenizer, 12, 1, MaskingConfig(), True, WorkerRandom(0, 0, 2), random_truncate=True)
+    assert all(torch.equal(heads(sample).text_ids[0], head_ids[1]) for _ in range(5))
+    assert any(not torch.equal(random_windows(sample).text_ids[0], head_ids[1]) for _ in range(5))
+    batch = random_windows(sample)  # masks and labels come from the very window the text pass reads
+    labelled = batch.mlm_labels != -100
+    assert torch.equal(batch.mlm_ids[~labelled], batch.text_ids[~labelled])
+    assert torch.equal(batch.mlm_labels[labelled], batch.text_ids[labelled])

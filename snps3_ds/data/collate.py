@@ -23,13 +23,16 @@ class Collator:
     """DecodedSamples -> VideoTextBatch: pad clips, tokenise captions, mask (MLM or MSSM), choose LVWM words.
 
     Training draws one caption per video; evaluation (masking None) keeps them all (text_video_index maps
-    them back) and neither masks nor chooses words. With masking.significance_dir set, the mined table is
-    read here, once per process, and checked against the tokenizer's vocabulary.
+    them back) and neither masks nor chooses words. With random_truncate (pre-training), a caption longer
+    than max_len keeps a random window of its wordpieces instead of its head. With masking.significance_dir
+    set, the mined table is read here, once per process, and checked against the tokenizer's vocabulary.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, max_len: int, num_clips: int,
-                 masking: MaskingConfig | None, train: bool, rng: WorkerRandom) -> None:
+                 masking: MaskingConfig | None, train: bool, rng: WorkerRandom,
+                 random_truncate: bool = False) -> None:
         self.tokenizer, self.max_len, self.num_clips = tokenizer, max_len, num_clips
+        self.random_truncate = random_truncate and train
         self.masking, self.train, self.rng = masking, train, rng
         self.special = SpecialIds.from_tokenizer(tokenizer)
         self.words: MssmVocab | None = None
@@ -50,7 +53,7 @@ class Collator:
                 text_labels += [sample.labels[i] for i in chosen]
         if text_labels and len(text_labels) != len(captions):
             raise ValueError("a batch mixes samples with and without task labels")
-        ids, mask = tokenize(self.tokenizer, captions, self.max_len)
+        ids, mask = tokenize(self.tokenizer, captions, self.max_len, rng if self.random_truncate else None)
         mlm_ids, labels, words = self._mask(ids, mask, generator)
         return VideoTextBatch(keys=[s.key for s in samples], frames=frames, clip_mask=clip_mask, text_ids=ids,
                               text_mask=mask, text_video_index=torch.tensor(owners), mlm_ids=mlm_ids, mlm_labels=labels,

@@ -5,6 +5,7 @@ Masking takes an explicit torch.Generator so a test can pin its output and a res
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import torch
@@ -21,10 +22,29 @@ def load_tokenizer(name: str = "packaged") -> PreTrainedTokenizerBase:
     return BertTokenizerFast.from_pretrained(str(resolve_text_dir(name)), local_files_only=True)
 
 
-def tokenize(tokenizer: PreTrainedTokenizerBase, captions: list[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`[CLS] caption [SEP] [PAD]...` ids and attention mask, [N, max_len], truncating the caption's tail."""
-    enc = tokenizer(captions, max_length=max_len, truncation=True, padding="max_length", return_tensors="pt")
-    return enc["input_ids"], enc["attention_mask"]
+def tokenize(tokenizer: PreTrainedTokenizerBase, captions: list[str], max_len: int,
+             window: random.Random | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`[CLS] caption [SEP] [PAD]...` ids and attention mask, [N, max_len].
+
+    A caption longer than max_len - 2 wordpieces keeps its head, or with `window` a random run of them
+    (the reference's pre-training `random_truncate`, DESIGN §3.3), so a long caption's tail is seen too.
+    One window per caption, taken before masking, so the text pass, the masks and the labels agree (the
+    reference draws two independent windows, REFERENCE §8.12).
+    """
+    if window is None:
+        enc = tokenizer(captions, max_length=max_len, truncation=True, padding="max_length", return_tensors="pt")
+        return enc["input_ids"], enc["attention_mask"]
+    body = max_len - 2
+    ids = torch.full((len(captions), max_len), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, pieces in enumerate(tokenizer(captions, add_special_tokens=False)["input_ids"]):
+        if len(pieces) > body:
+            start = window.randrange(len(pieces) - body + 1)
+            pieces = pieces[start:start + body]
+        full = [tokenizer.cls_token_id, *pieces, tokenizer.sep_token_id]
+        ids[row, :len(full)] = torch.tensor(full)
+        mask[row, :len(full)] = 1
+    return ids, mask
 
 
 @dataclass(frozen=True)
