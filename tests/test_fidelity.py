@@ -114,3 +114,35 @@ def test_fidelity_pretraining_truncates_long_captions_at_a_random_window(tokeniz
     labelled = batch.mlm_labels != -100
     assert torch.equal(batch.mlm_ids[~labelled], batch.text_ids[~labelled])
     assert torch.equal(batch.mlm_labels[labelled], batch.text_ids[labelled])
+
+
+# 1. images are repeated over their clips (and frames), never padded with blank ones
+
+
+def test_fidelity_images_are_repeated_over_clips(tokenizer) -> None:
+    from snps3_ds.config import MaskingConfig
+    from snps3_ds.data.collate import Collator
+    from snps3_ds.data.decode.sample import DecodedSample
+    from snps3_ds.data.seeds import WorkerRandom
+
+    image, video = torch.rand(1, 3, 8, 8), torch.rand(4, 3, 8, 8)
+    samples = [DecodedSample("img", image, ["a red circle"]), DecodedSample("vid", video, ["a blue square"])]
+    batch = Collator(tokenizer, 12, 4, MaskingConfig(), True, WorkerRandom(0, 0, 2))(samples)
+    assert torch.equal(batch.frames[0], image.expand(4, -1, -1, -1)) and torch.equal(batch.frames[1], video)
+    assert batch.clip_mask.all(), "every clip of an image is real: no +log T advantage for videos"
+
+
+def test_fidelity_video_swin_sees_an_image_whole() -> None:
+    """A one-frame clip through Video Swin (temporal patch 2) is the image repeated, not [image, black]."""
+    import torch.nn.functional as F
+
+    from snps3_ds.models.visual import VisualEncoder
+
+    torch.manual_seed(0)
+    encoder = VisualEncoder("test_swin3d", 32).eval()
+    image = torch.randn(2, 1, 3, 32, 32)
+    with torch.no_grad():
+        single = encoder(image).mean(dim=(-2, -1))[:, 0]
+        repeated = encoder(image.expand(-1, 4, -1, -1, -1)).mean(dim=(-2, -1))
+    assert (F.cosine_similarity(single, repeated[:, 0]) > 0.999).all()  # 0.70 with torchvision's zero padding
+    assert (F.cosine_similarity(repeated[:, 0], repeated[:, 3]) > 0.999).all()

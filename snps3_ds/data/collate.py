@@ -1,4 +1,9 @@
-"""DecodedSamples -> VideoTextBatch: pad clips, tokenise, mask (MLM or MSSM), choose LVWM words.
+"""DecodedSamples -> VideoTextBatch: stack clips, tokenise, mask (MLM or MSSM), choose LVWM words.
+
+A sample with fewer frames than clips (an image: one frame) is repeated over the clips, as the reference
+repeats an image n_clips times (REFERENCE §4.2), rather than padded with blank clips: a Video Swin tubelet
+then holds the image twice instead of the image and a black frame, and an image's logsumexp over clips
+gets the same +log T as a video's, so mixed image/video batches are not biased by clip count.
 
 The per-batch random draws (caption choice, masks) come from the resumable stream's sample seeds when
 they are there, so a resumed run reproduces them; otherwise from the worker's own generator.
@@ -19,8 +24,16 @@ from snps3_ds.data.text.mssm import MssmVocab, choose_words, mssm_mask
 from snps3_ds.data.text.tokens import SpecialIds, mlm_mask, tokenize
 
 
+def clip_sources(frames: int, clips: int) -> torch.Tensor:
+    """Which of a sample's `frames` fills each of `clips` clips: the first `clips`, or, when there are fewer
+    frames, each repeated in order (one frame -> all clips; 2 frames in 4 clips -> 0, 0, 1, 1)."""
+    if frames < 1:
+        raise ValueError("a sample without frames cannot fill a clip")
+    return (torch.arange(clips) * frames // clips) if frames < clips else torch.arange(clips)
+
+
 class Collator:
-    """DecodedSamples -> VideoTextBatch: pad clips, tokenise captions, mask (MLM or MSSM), choose LVWM words.
+    """DecodedSamples -> VideoTextBatch: stack clips, tokenise captions, mask (MLM or MSSM), choose LVWM words.
 
     Training draws one caption per video; evaluation (masking None) keeps them all (text_video_index maps
     them back) and neither masks nor chooses words. With random_truncate (pre-training), a caption longer
@@ -87,8 +100,8 @@ class Collator:
         frames = torch.zeros(len(samples), self.num_clips, *size)
         clip_mask = torch.zeros(len(samples), self.num_clips, dtype=torch.bool)
         for i, sample in enumerate(samples):
-            t = min(sample.frames.shape[0], self.num_clips)
-            frames[i, :t], clip_mask[i, :t] = sample.frames[:t], True
+            frames[i] = sample.frames[clip_sources(sample.frames.shape[0], self.num_clips)]
+            clip_mask[i] = True
         return frames, clip_mask
 
     def _torch_generator(self) -> torch.Generator:
