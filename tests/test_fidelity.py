@@ -146,3 +146,31 @@ def test_fidelity_video_swin_sees_an_image_whole() -> None:
         repeated = encoder(image.expand(-1, 4, -1, -1, -1)).mean(dim=(-2, -1))
     assert (F.cosine_similarity(single, repeated[:, 0]) > 0.999).all()  # 0.70 with torchvision's zero padding
     assert (F.cosine_similarity(repeated[:, 0], repeated[:, 3]) > 0.999).all()
+
+
+# 8. head logits in fp32 whatever the engine's dtype
+
+
+def test_fidelity_head_logits_are_fp32_under_a_bf16_engine(tiny_config, tokenizer) -> None:
+    import copy
+
+    from snps3_ds.models.factory import build_model
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config.model, tokenizer).eval()
+    model.to(torch.bfloat16)  # what DeepSpeed's bf16 mode does to the module
+    reference = copy.deepcopy(model).float()  # the same (bf16-rounded) weights, all-fp32 arithmetic
+    states = torch.randn(6, model.hidden_size).to(torch.bfloat16)
+    with torch.no_grad():
+        score, vtm, mlm = model.match_score(states), model.vtm_logits(states), model.mlm_logits(states)
+        assert score.dtype == vtm.dtype == mlm.dtype == torch.float32
+        torch.testing.assert_close(score, reference.match_score(states.float()), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(vtm, reference.vtm_logits(states.float()), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(mlm, reference.mlm_logits(states.float()), rtol=1e-5, atol=1e-5)
+        ids = torch.tensor([[101, 2417, 4418, 102]])
+        fused = model.fuse(ids, torch.ones_like(ids), torch.randn(1, 2, model.hidden_size).to(torch.bfloat16),
+                           torch.ones(1, 2, dtype=torch.bool))
+        assert fused.pooled.dtype == torch.float32
+    states.requires_grad_(True)
+    model.train().match_score(states).sum().backward()
+    assert model.similarity_dense[1].weight.grad.dtype == torch.bfloat16, "gradients reach the bf16 parameters"
