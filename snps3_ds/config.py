@@ -269,6 +269,9 @@ class TaskConfig:
     """Retrieval evaluation: re-rank each query's top-k by the fusion scorer (0: dual-encoder only)."""
     fusion_exhaustive: bool = False
     """Retrieval evaluation: also score all text-video pairs with the fusion scorer (the reference's protocol)."""
+    ground_truth: Literal["string", "instance"] = "string"
+    """Retrieval evaluation: a caption's right videos are every video with the same caption string (the
+    reference, hence the SNP-S3 paper's numbers) or only its own video (CLIP4Clip); differs on MSVD."""
     qa_head: Literal["linear", "mlp"] = "linear"
     """Open-ended QA: the answer classifier on the fusion [CLS] (the reference: linear)."""
 

@@ -174,3 +174,28 @@ def test_fidelity_head_logits_are_fp32_under_a_bf16_engine(tiny_config, tokenize
     states.requires_grad_(True)
     model.train().match_score(states).sum().backward()
     assert model.similarity_dense[1].weight.grad.dtype == torch.bfloat16, "gradients reach the bf16 parameters"
+
+
+# 4. ground truth per caption string (the reference) or per caption instance
+
+
+def test_fidelity_ground_truth_per_caption_string_or_instance() -> None:
+    from snps3_ds.evaluation.features import EvalFeatures
+    from snps3_ds.evaluation.retrieval import RetrievalOptions, score_retrieval
+
+    # 3 videos; "a man is playing a guitar" (ids 7 8 9) describes videos 0 and 1 (MSVD has such captions)
+    ids = torch.tensor([[101, 7, 8, 9, 102], [101, 7, 8, 9, 102], [101, 5, 6, 102, 0], [101, 4, 102, 0, 0]])
+    mask = (ids != 0).long()
+    text = torch.eye(4, 3)
+    text[1] = torch.tensor([1.0, 0.0, 0.0])  # caption 1 (video 1's copy of the string) looks like video 0
+    feats = EvalFeatures(keys=["v0", "v1", "v2"], clip_features=torch.eye(3)[:, None, :], clip_tokens=None,
+                         clip_mask=torch.ones(3, 1, dtype=torch.bool), text_features=text, text_ids=ids,
+                         text_mask=mask, text_video=torch.tensor([0, 1, 2, 2]), text_order=torch.tensor([0, 0, 0, 1]))
+    truth = feats.truth("string")
+    assert truth.tolist() == [[True, True, False], [True, True, False], [False, False, True], [False, False, True]]
+    assert feats.truth("instance").tolist() == torch.eye(3, dtype=torch.bool)[[0, 1, 2, 2]].tolist()
+    by_string = score_retrieval(None, feats, 1.0, RetrievalOptions(worst=0)).metrics
+    by_instance = score_retrieval(None, feats, 1.0, RetrievalOptions(worst=0, ground_truth="instance")).metrics
+    assert by_string["t2v/R@1"] == 75.0 and by_instance["t2v/R@1"] == 50.0  # caption 1 ranks video 0 first
+    assert by_string["ground_truth/string"] == 1.0 and by_instance["ground_truth/instance"] == 1.0
+    assert RetrievalOptions().ground_truth == "string", "the reference's protocol is the default"
