@@ -92,6 +92,9 @@ class DataConfig:
     """Training: random horizontal flip (off for data whose captions name left/right)."""
     max_text_len: int = 30
     """Caption length in wordpieces, [CLS] and [SEP] included."""
+    random_truncate: bool = True
+    """Pre-training: a caption longer than max_text_len keeps a random window of its wordpieces (the reference's
+    `random_truncate: true`); false keeps the head. Downstream fine-tuning and evaluation always keep the head."""
     shuffle_buffer: int = 500
     """DALI training reader: samples held in its shuffle buffer."""
     shuffle_window: int = 8
@@ -120,7 +123,8 @@ class MaskingConfig:
     """Folder with significance.json + lemmas.json from data_prep/mine_significant_words.py; needed by
     kind=mssm, and when set the training loader also chooses LVWM words (batch.word_positions)."""
     top_k: int = 3000
-    """A token is significant when its mined rank is in the top top_k (ties at the boundary included)."""
+    """A token is significant when its mined 0-based rank is at most top_k (the reference's `rank <= words_top_k`;
+    ties at the boundary included)."""
     word_chosen_num: int = 3
     """LVWM: word positions chosen per caption (significant first, padded by repetition)."""
     attentive_probability: float = 0.0
@@ -294,6 +298,9 @@ class TaskConfig:
     """Retrieval evaluation: re-rank each query's top-k by the fusion scorer (0: dual-encoder only)."""
     fusion_exhaustive: bool = False
     """Retrieval evaluation: also score all text-video pairs with the fusion scorer (the reference's protocol)."""
+    ground_truth: Literal["string", "instance"] = "string"
+    """Retrieval evaluation: a caption's right videos are every video with the same caption string (the
+    reference, hence the SNP-S3 paper's numbers) or only its own video (CLIP4Clip); differs on MSVD."""
     qa_head: Literal["linear", "mlp"] = "linear"
     """Open-ended QA: the answer classifier on the fusion [CLS] (the reference: linear)."""
 

@@ -48,7 +48,7 @@ def test_metrics_both_directions_with_many_captions_per_video() -> None:
     m = text_video_metrics(scores, torch.tensor([0, 0, 1]))
     assert m["t2v/R@1"] == pytest.approx(200 / 3)  # caption 1 ranks video 1 first
     # video 0's captions score 0.9, 0.2 (wrong: 0.3) -> rank 1; video 1: caption 2 at 0.7, wrong 0.8 above -> rank 2
-    assert m["v2t/R@1"] == 50 and m["v2t/MdR"] == 1 and m["v2t/MnR"] == 1.5
+    assert m["v2t/R@1"] == 50 and m["v2t/MdR"] == 1.5 and m["v2t/MnR"] == 1.5  # MdR: mean of ranks 1 and 2
 
 
 def test_metrics_reject_bad_input() -> None:

@@ -28,7 +28,8 @@ class VideoTextBatch:
     Shapes (T = clips per video, L = max_text_len):
       keys              list[str], B sample keys (for logging, resume and error reports)
       frames            float [B, T, 3, H, W], normalised with ImageNet mean/std
-      clip_mask         bool  [B, T], True for real clips (images and short videos are padded)
+      clip_mask         bool  [B, T], True for real clips (the loaders repeat an image over its clips,
+                        as the reference, so theirs are all True; False marks padding a caller adds)
       text_ids          long  [N, L], unmasked `[CLS] caption [SEP] [PAD]...`
       text_mask         long  [N, L], 1 for real tokens
       text_video_index  long  [N], which of the B videos caption n describes

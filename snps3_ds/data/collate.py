@@ -1,4 +1,9 @@
-"""DecodedSamples -> VideoTextBatch: pad clips, tokenise, mask (MLM or MSSM), choose LVWM words.
+"""DecodedSamples -> VideoTextBatch: stack clips, tokenise, mask (MLM or MSSM), choose LVWM words.
+
+A sample with fewer frames than clips (an image: one frame) is repeated over the clips, as the reference
+repeats an image n_clips times (REFERENCE §4.2), rather than padded with blank clips: a Video Swin tubelet
+then holds the image twice instead of the image and a black frame, and an image's logsumexp over clips
+gets the same +log T as a video's, so mixed image/video batches are not biased by clip count.
 
 The per-batch random draws (caption choice, masks) come from the resumable stream's sample seeds when
 they are there, so a resumed run reproduces them; otherwise from the worker's own generator.
@@ -21,17 +26,28 @@ from snps3_ds.data.text.mssm import MssmVocab, choose_words, mssm_mask
 from snps3_ds.data.text.tokens import SpecialIds, mlm_mask, tokenize
 
 
+def clip_sources(frames: int, clips: int) -> torch.Tensor:
+    """Which of a sample's `frames` fills each of `clips` clips: the first `clips`, or, when there are fewer
+    frames, each repeated in order (one frame -> all clips; 2 frames in 4 clips -> 0, 0, 1, 1)."""
+    if frames < 1:
+        raise ValueError("a sample without frames cannot fill a clip")
+    return (torch.arange(clips) * frames // clips) if frames < clips else torch.arange(clips)
+
+
 class Collator:
-    """DecodedSamples -> VideoTextBatch: pad clips, tokenise captions, mask (MLM or MSSM), choose LVWM words.
+    """DecodedSamples -> VideoTextBatch: stack clips, tokenise captions, mask (MLM or MSSM), choose LVWM words.
 
     Training draws one caption per video; evaluation (masking None) keeps them all (text_video_index maps
-    them back) and neither masks nor chooses words. With masking.significance_dir set, the mined table is
-    read here, once per process, and checked against the tokenizer's vocabulary.
+    them back) and neither masks nor chooses words. With random_truncate (pre-training), a caption longer
+    than max_len keeps a random window of its wordpieces instead of its head. With masking.significance_dir
+    set, the mined table is read here, once per process, and checked against the tokenizer's vocabulary.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, max_len: int, num_clips: int,
-                 masking: MaskingConfig | None, train: bool, rng: WorkerRandom) -> None:
+                 masking: MaskingConfig | None, train: bool, rng: WorkerRandom,
+                 random_truncate: bool = False) -> None:
         self.tokenizer, self.max_len, self.num_clips = tokenizer, max_len, num_clips
+        self.random_truncate = random_truncate and train
         self.masking, self.train, self.rng = masking, train, rng
         self.special = SpecialIds.from_tokenizer(tokenizer)
         self.words: MssmVocab | None = None
@@ -52,7 +68,7 @@ class Collator:
                 text_labels += [sample.labels[i] for i in chosen]
         if text_labels and len(text_labels) != len(captions):
             raise ValueError("a batch mixes samples with and without task labels")
-        ids, mask = tokenize(self.tokenizer, captions, self.max_len)
+        ids, mask = tokenize(self.tokenizer, captions, self.max_len, rng if self.random_truncate else None)
         mlm_ids, labels, words = self._mask(ids, mask, generator)
         return VideoTextBatch(keys=[s.key for s in samples], frames=frames, clip_mask=clip_mask, text_ids=ids,
                               text_mask=mask, text_video_index=torch.tensor(owners), mlm_ids=mlm_ids, mlm_labels=labels,
@@ -89,13 +105,10 @@ class Collator:
         frames = _batch_tensor((len(samples), self.num_clips, *size))
         clip_mask = torch.zeros(len(samples), self.num_clips, dtype=torch.bool)
         for i, sample in enumerate(samples):
-            t = min(sample.frames.shape[0], self.num_clips)
-            frames[i, :t].copy_(sample.frames[:t])
+            frames[i].copy_(sample.frames[clip_sources(sample.frames.shape[0], self.num_clips)])
             if sample.frames.dtype == torch.uint8:
-                normalize(frames[i, :t])  # right after the copy, while this clip is still in the cache
-            if t < self.num_clips:
-                frames[i, t:].zero_()
-            clip_mask[i, :t] = True
+                normalize(frames[i])  # right after the copy, while this sample is still in the cache
+            clip_mask[i] = True
         return frames, clip_mask
 
     def _torch_generator(self) -> torch.Generator:

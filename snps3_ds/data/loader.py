@@ -66,7 +66,8 @@ def build_train_loader(data: DataConfig, masking: MaskingConfig, tokenizer: PreT
     """
     rank, seed, world_size = placement.rank, placement.seed, placement.world_size
     sets = training_sets(data)
-    collate = Collator(tokenizer, data.max_text_len, data.num_clips, masking, True, WorkerRandom(seed, rank, 2))
+    collate = Collator(tokenizer, data.max_text_len, data.num_clips, masking, True, WorkerRandom(seed, rank, 2),
+                       random_truncate=data.random_truncate and texts is None)  # fine-tuning keeps the head
     monitor = SkipMonitor(data.max_skip_rate, data.skip_rate_warmup, "training data")
     if _use_dali(data.decoder, texts):
         from snps3_ds.data.dali.batches import dali_train_batches

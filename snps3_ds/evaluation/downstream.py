@@ -12,6 +12,7 @@ from torch import nn
 from snps3_ds.data.batch import VideoTextBatch
 from snps3_ds.downstream.annotations import Annotation
 from snps3_ds.evaluation.context import EvalContext
+from snps3_ds.evaluation.features import GroundTruth
 from snps3_ds.evaluation.mcqa import evaluate_mcqa
 from snps3_ds.evaluation.qa import evaluate_qa
 from snps3_ds.evaluation.retrieval import RetrievalOptions, run_retrieval
@@ -38,6 +39,7 @@ class DownstreamOptions:
     num_clips: int  # clips per video (metric names carry it)
     rerank_k: int = 0  # retrieval: fusion re-ranking of each query's top-k (0: off)
     exhaustive: bool = False  # retrieval: also fusion-score every pair
+    ground_truth: GroundTruth = "string"  # retrieval: per caption string (the reference) or per instance
 
 
 @torch.no_grad()
@@ -48,7 +50,8 @@ def evaluate_annotation(task: nn.Module, annotation: Annotation, batches: Iterab
     temperature = float(model.temperature())
     clips = options.num_clips
     if annotation.task == "retrieval":
-        retrieval = RetrievalOptions(annotation.split, clips, options.rerank_k, options.exhaustive)
+        retrieval = RetrievalOptions(annotation.split, clips, options.rerank_k, options.exhaustive,
+                                     ground_truth=options.ground_truth)
         result = run_retrieval(model, batches, temperature, retrieval, ctx)
         return DownstreamResult(result.metrics, result.worst)
     if annotation.task == "qa":

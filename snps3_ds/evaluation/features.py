@@ -12,6 +12,7 @@ import contextlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields, replace
+from typing import Literal
 
 import torch
 from torch import nn
@@ -20,6 +21,19 @@ from snps3_ds.data.batch import VideoTextBatch
 from snps3_ds.distributed import gather_objects
 from snps3_ds.evaluation.context import EvalContext
 from snps3_ds.models.snp import SNPModel
+
+
+GroundTruth = Literal["string", "instance"]
+"""Which videos a caption's query counts as right (DESIGN §4.4, README "Ground truth"):
+
+  string    every video that has this caption string (token-identical after tokenisation), the reference's
+            protocol (one text id per caption string, REFERENCE §4.1): on MSVD a caption such as "a man is
+            playing a guitar" that occurs for several videos has all of them as ground truth. The default.
+  instance  only the video the caption instance belongs to (CLIP4Clip and most follow-ups).
+
+Query rows stay one per caption instance in both; only the ground truth differs.
+"""
+GROUND_TRUTHS = ("string", "instance")
 
 
 @dataclass
@@ -56,11 +70,18 @@ class EvalFeatures:
     def num_texts(self) -> int:
         return self.text_features.shape[0]
 
-    def truth(self) -> torch.Tensor:
-        """bool [N, B]: text n describes video b."""
+    def truth(self, ground_truth: GroundTruth = "string") -> torch.Tensor:
+        """bool [N, B]: text n counts as describing video b (see GroundTruth)."""
         out = torch.zeros(self.num_texts, self.num_videos, dtype=torch.bool)
-        out[torch.arange(self.num_texts), self.text_video] = True
-        return out
+        if ground_truth == "instance":
+            out[torch.arange(self.num_texts), self.text_video] = True
+            return out
+        if ground_truth != "string":
+            raise ValueError(f"ground truth: expected one of {GROUND_TRUTHS}, got {ground_truth!r}")
+        _, caption = torch.unique(self.text_ids * self.text_mask, dim=0, return_inverse=True)
+        videos_of = torch.zeros(int(caption.max()) + 1 if self.num_texts else 0, self.num_videos, dtype=torch.bool)
+        videos_of[caption, self.text_video] = True
+        return videos_of[caption]
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from snps3_ds.evaluation.context import EvalContext
 from snps3_ds.evaluation.features import eval_mode, labelled_batches, text_order
 from snps3_ds.evaluation.metrics import choice_accuracy, metric_key
 from snps3_ds.models.snp import SNPModel
+from snps3_ds.ranking import require_finite
 from snps3_ds.tasks.mcqa import choice_correct, option_scores
 
 OPTIONS = 5
@@ -39,6 +40,8 @@ def score_questions(model: SNPModel, batches: Iterable[VideoTextBatch], temperat
             scores = option_scores(model, batch, temperature)
             labels = batch.text_labels.cpu()
             fusion, dual = scores.fusion.cpu(), scores.dual.cpu()
+            require_finite(fusion, "multi-choice fusion scores")
+            require_finite(dual, "multi-choice dual-encoder scores")
             right = choice_correct(fusion, labels, options).tolist()
             right_dual = choice_correct(dual, labels, options).tolist()
             choice = fusion.view(-1, options).argmax(dim=1).tolist()

@@ -2,22 +2,26 @@
 
 A query's rank is that of its best-scoring ground-truth item (a hit is any ground-truth item). Ties are
 counted against the query: every non-ground-truth item scoring at least as high ranks above it, so a
-model that scores everything equally gets chance-level figures, never perfect ones.
+model that scores everything equally gets the worst case (R@K = 0 for K below the gallery size, MdR = MnR
+= the gallery size less the query's other ground truths), never perfect or chance-level figures. Scores
+with NaN or inf raise NonFiniteScores. MdR averages the two middle ranks (the reference's `np.median`,
+CLIP4Clip).
 """
 
 from __future__ import annotations
 
 import torch
 
-from snps3_ds.ranking import query_ranks
+from snps3_ds.ranking import median_rank, query_ranks, require_finite
 
 
 def retrieval_metrics(scores: torch.Tensor, ground_truth: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10)
                       ) -> dict[str, float]:
     """R@K in percent, MdR and MnR for queries (rows) against a gallery (columns)."""
+    require_finite(scores, f"retrieval scores [{scores.shape[0]} queries x {scores.shape[1]} candidates]")
     ranks = query_ranks(scores, ground_truth).float()
     metrics = {f"R@{k}": float((ranks <= k).float().mean() * 100) for k in ks}
-    metrics["MdR"] = float(ranks.median())  # torch's lower median: an observed rank, as usual in this field
+    metrics["MdR"] = float(median_rank(ranks))
     metrics["MnR"] = float(ranks.mean())
     return metrics
 

@@ -17,6 +17,7 @@ from snps3_ds.distributed import gather_objects
 from snps3_ds.evaluation.context import EvalContext
 from snps3_ds.evaluation.features import eval_mode, labelled_batches, text_order
 from snps3_ds.evaluation.metrics import metric_key, named, qa_accuracy
+from snps3_ds.ranking import require_finite
 from snps3_ds.tasks.qa import QATask
 
 QuestionType = Callable[[str, int], str]
@@ -34,7 +35,9 @@ def predict_questions(task: QATask, batches: Iterable[VideoTextBatch], ctx: Eval
     records = []
     with eval_mode(task):
         for batch in labelled_batches(batches, ctx, "QA evaluation"):
-            predictions = task.logits(batch).argmax(dim=-1).cpu().tolist()
+            logits = task.logits(batch)
+            require_finite(logits, "QA answer logits")
+            predictions = logits.argmax(dim=-1).cpu().tolist()
             owners, labels = batch.text_video_index.cpu(), batch.text_labels.cpu().tolist()
             for i, (owner, order) in enumerate(zip(owners.tolist(), text_order(owners).tolist())):
                 records.append({"video": batch.keys[owner], "order": order, "label": labels[i],

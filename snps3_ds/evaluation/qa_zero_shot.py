@@ -32,6 +32,7 @@ from snps3_ds.evaluation.metrics import metric_key, qa_accuracy
 from snps3_ds.evaluation.qa import QAResult, QuestionType
 from snps3_ds.models.snp import SNPModel
 from snps3_ds.objectives.contrastive import text_video_scores
+from snps3_ds.ranking import require_finite
 
 TEMPLATES = {"question-answer": "{question} {answer}", "answer": "{answer}"}
 DEFAULT_TEMPLATE = TEMPLATES["question-answer"]
@@ -66,6 +67,7 @@ def resolve_template(spec: str) -> str:
 def pick_answers(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The best answer per question [Q] from scores [Q, A]; ties are counted against the model: when the
     right answer shares the best score with another, the other is picked (so a constant scorer gets 0)."""
+    require_finite(scores, "zero-shot QA answer scores")
     top = scores.float() >= scores.float().max(dim=1, keepdim=True).values
     rows = torch.arange(len(labels))
     known = labels >= 0

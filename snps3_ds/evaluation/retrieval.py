@@ -15,7 +15,7 @@ import torch
 
 from snps3_ds.data.batch import VideoTextBatch
 from snps3_ds.evaluation.context import EvalContext
-from snps3_ds.evaluation.features import EvalFeatures, collect_features
+from snps3_ds.evaluation.features import EvalFeatures, GroundTruth, collect_features
 from snps3_ds.evaluation.fusion import FusionScorer, fusion_matrix, rerank
 from snps3_ds.evaluation.metrics import metric_key, named, query_ranks, two_way_metrics
 from snps3_ds.models.snp import SNPModel
@@ -33,6 +33,7 @@ class RetrievalOptions:
     exhaustive: bool = False  # fusion-score all N x M pairs as the reference does
     chunk: int = 256  # pairs per fusion forward
     worst: int = 20  # worst-ranked text queries to report
+    ground_truth: GroundTruth = "string"  # per caption string (the reference) or per caption instance
 
 
 @dataclass
@@ -54,7 +55,7 @@ def dual_scores(feats: EvalFeatures, temperature: float, block: int = 1024) -> t
 def score_retrieval(model: SNPModel, feats: EvalFeatures, temperature: float, options: RetrievalOptions,
                     ctx: EvalContext = EvalContext(), text_of: TextOf | None = None) -> RetrievalResult:
     """Metrics of gathered features; every rank must call it (the fusion passes are collective)."""
-    truth = feats.truth()
+    truth = feats.truth(options.ground_truth)
     dual = dual_scores(feats, temperature)
     metrics = named(two_way_metrics(dual, dual.T, truth), options.split, options.num_clips)
     headline, variant = dual, "dual"
@@ -75,16 +76,18 @@ def score_retrieval(model: SNPModel, feats: EvalFeatures, temperature: float, op
     metrics[metric_key(options.split, "num_videos")] = float(feats.num_videos)
     metrics[metric_key(options.split, "num_texts")] = float(feats.num_texts)
     metrics[metric_key(options.split, "chance_R@1")] = 100.0 / feats.num_videos  # one right video per text
-    worst = worst_queries(headline, feats, options.worst, text_of, variant)
+    metrics[metric_key(options.split, f"ground_truth/{options.ground_truth}")] = 1.0  # which protocol this is
+    worst = worst_queries(headline, feats, options.worst, text_of, variant, truth)
     return RetrievalResult(metrics, worst, feats)
 
 
 def worst_queries(scores: torch.Tensor, feats: EvalFeatures, count: int, text_of: TextOf | None = None,
-                  similarity: str = "dual") -> list[dict]:
-    """The `count` text queries whose ground-truth video ranks lowest (ties: earlier query first)."""
+                  similarity: str = "dual", truth: torch.Tensor | None = None) -> list[dict]:
+    """The `count` text queries whose ground-truth video ranks lowest (ties: earlier query first);
+    `truth` defaults to feats.truth()."""
     if count <= 0:
         return []
-    ranks = query_ranks(scores, feats.truth())
+    ranks = query_ranks(scores, feats.truth() if truth is None else truth)
     order = sorted(range(len(ranks)), key=lambda i: (-int(ranks[i]), i))[:count]
     top1 = scores.argmax(dim=1)
     rows = []

@@ -167,8 +167,8 @@ def summary_text(columns: dict[str, list], coverage: dict[str, Any], variants: d
              f"vocabulary coverage: {coverage.get('in_vocab', 0) / max(counted, 1):.1%} of the remaining occurrences "
              f"map to a vocab token; most frequent misses: "
              + ", ".join(f"{w} ({n})" for w, n in coverage.get("missing_examples", [])),
-             f"tokens with a count: {int((total > 0).sum())}; significant (rank < {top_k}): "
-             f"{int(((rank < top_k) & (total > 0)).sum())}; tokens with lemma variants: {len(variants)}", ""]
+             f"tokens with a count: {int((total > 0).sum())}; significant (rank <= {top_k}): "
+             f"{int(((rank <= top_k) & (total > 0)).sum())}; tokens with lemma variants: {len(variants)}", ""]
     order = np.argsort(-total, kind="stable")
     lines.append("top 30 (rank token total verb/noun/adj share):")
     for i in order[:30]:

@@ -18,7 +18,7 @@ from transformers import BertConfig, BertModel
 
 from snps3_ds.config import ModelConfig
 from snps3_ds.local_files import resolve_text_dir
-from snps3_ds.models.heads import MLMHead, similarity_dense
+from snps3_ds.models.heads import MLMHead, in_fp32, similarity_dense
 from snps3_ds.models.temporal import TemporalEncoder
 from snps3_ds.models.visual import VisualEncoder
 
@@ -46,7 +46,7 @@ class VideoFeatures:
 @dataclass
 class FusionOutput:
     text_states: torch.Tensor  # [N, L, H] fusion-pass states of the caption tokens
-    pooled: torch.Tensor  # [N, H] cross_pooler(fusion [CLS])
+    pooled: torch.Tensor  # [N, H] cross_pooler(fusion [CLS]), fp32: it feeds only heads
 
 
 def build_bert(cfg: ModelConfig) -> BertModel:
@@ -182,14 +182,18 @@ class SNPModel(nn.Module):
         out = encoder(inputs_embeds=embeds, attention_mask=attention,
                       position_ids=positions.expand(count, -1), token_type_ids=types.expand(count, -1))
         states = out.last_hidden_state
-        return FusionOutput(states[:, :length], self.cross_pooler(states))
+        return FusionOutput(states[:, :length], in_fp32(self.cross_pooler, states[:, :1]))
 
     def match_score(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Level-2 matching logit per fused pair [N, H] -> [N]."""
-        return self.similarity_dense(pooled).squeeze(-1)
+        """Level-2 matching logit per fused pair [N, H] -> [N], fp32."""
+        return in_fp32(self.similarity_dense, pooled).squeeze(-1)
+
+    def vtm_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Matched / not matched logits per fused pair [N, H] -> [N, 2], fp32."""
+        return in_fp32(self.vtm_head, pooled)
 
     def mlm_logits(self, states: torch.Tensor) -> torch.Tensor:
-        """Vocabulary logits for selected fusion states [M, H] -> [M, V] (decoder tied to word embeddings)."""
+        """Vocabulary logits of selected fusion states [M, H] -> [M, V], fp32 (decoder tied to word embeddings)."""
         return self.mlm_head(states, self.fusion_encoder.embeddings.word_embeddings.weight)
 
     def text_mlm_logits(self, states: torch.Tensor) -> torch.Tensor:

@@ -71,7 +71,10 @@ class VisualEncoder(nn.Module):
     torchvision's (checkpoint-compatible) architecture and give each frame the features of the time step
     that covers it (nearest-neighbour repeat in time), so the output always has T steps, one per clip.
     (The reference's Video Swin uses temporal stride 1; torchvision's pretrained weights assume 2.)
-    Padded clips (an image among videos) are seen by Swin's attention, as in the reference.
+    An odd T is completed by repeating the last frame, not by torchvision's zero padding: a one-frame
+    image is embedded from an [image, image] tubelet, never from [image, black]. The loaders repeat an
+    image over all its clips (snps3_ds.data.collate), as the reference repeats it n_clips times, so no
+    blank clip reaches Swin's attention.
     """
 
     def __init__(self, backbone: str, out_dim: int, checkpoint: str | None = None, freeze_bn: bool = False,
@@ -116,6 +119,10 @@ class VisualEncoder(nn.Module):
 
     def _swin3d(self, frames: torch.Tensor) -> torch.Tensor:
         swin = self.backbone
+        step = swin.patch_embed.tuple_patch_size[0]
+        short = -frames.shape[1] % step
+        if short:  # repeat the last frame: torchvision would pad time with zeros (a black frame)
+            frames = torch.cat([frames, frames[:, -1:].expand(-1, short, -1, -1, -1)], dim=1)
         x = swin.pos_drop(swin.patch_embed(frames.transpose(1, 2)))  # [B, T', h, w, C]
         for stage in swin.features:
             x = checkpoint(stage, x, use_reentrant=False) if self.grad_checkpointing and self.training else stage(x)

@@ -25,7 +25,7 @@ from snps3_ds.downstream.texts import TaskTexts, task_texts
 from snps3_ds.engine.weights import load_weights, read_task_state
 from snps3_ds.evaluation.context import EvalContext
 from snps3_ds.evaluation.embeddings import export_embeddings
-from snps3_ds.evaluation.features import EvalFeatures
+from snps3_ds.evaluation.features import GROUND_TRUTHS, EvalFeatures
 from snps3_ds.evaluation.mcqa import evaluate_mcqa
 from snps3_ds.evaluation.qa import QuestionType, evaluate_qa
 from snps3_ds.evaluation.qa_zero_shot import (DEFAULT_TEMPLATE, TEMPLATES, ZeroShotOptions, evaluate_qa_zero_shot,
@@ -33,6 +33,7 @@ from snps3_ds.evaluation.qa_zero_shot import (DEFAULT_TEMPLATE, TEMPLATES, ZeroS
 from snps3_ds.evaluation.retrieval import RetrievalOptions, run_retrieval
 from snps3_ds.models.factory import build_model, build_tokenizer
 from snps3_ds.processes import barrier, shut_down, start_processes
+from snps3_ds.ranking import NonFiniteScores
 from snps3_ds.run import cli
 from snps3_ds.run.eval_report import report
 from snps3_ds.tasks.qa import QATask
@@ -70,6 +71,9 @@ def parse_args(argv: list[str] | None = None, description: str = DESCRIPTION) ->
                         help="retrieval: re-rank each query's top-K with the fusion scorer (0: off)")
     parser.add_argument("--fusion-exhaustive", action="store_true",
                         help="retrieval: also fusion-score every text-video pair, as the reference does")
+    parser.add_argument("--ground-truth", choices=GROUND_TRUTHS, default="string",
+                        help="retrieval: a caption's right videos are all videos with that caption string (the "
+                             "reference's protocol, the default) or only its own (instance, CLIP4Clip)")
     parser.add_argument("--export-embeddings", metavar="DIR", help="retrieval: write text/video embeddings here")
     parser.add_argument("--qa-head", choices=["linear", "mlp"], default="linear", help="QA classifier shape")
     parser.add_argument("--qa-type-words", type=int, default=0, metavar="N",
@@ -142,17 +146,25 @@ def main(argv: list[str] | None = None, description: str = DESCRIPTION) -> dict[
     loader = build_eval_loader(cfg.data, tokenizer, cfg.eval.batch_size, clips, texts=texts)
     run = Evaluation(args, annotation, texts, tokenizer, clips, loader,
                      EvalContext(procs.device, procs.rank, procs.world))
-    if task == "retrieval":
-        metrics, extra = evaluate_retrieval_task(run, model)
-    elif task == "qa":
-        metrics, extra = evaluate_qa_task(run, protocol, module)
-    else:
-        result = evaluate_mcqa(model, loader, float(model.temperature()), run.split, clips, run.ctx)
-        metrics, extra = result.metrics, {"records": result.records}
+    try:
+        metrics, extra = evaluate_task(run, task, protocol, module, model)
+    except NonFiniteScores as err:  # a broken checkpoint fails, named, instead of reporting figures
+        raise NonFiniteScores(f"{args.checkpoint or 'the untrained model'}: {err}") from None
     if procs.rank == 0:
         report(args, cfg, task, run.split, metrics, extra)
     shut_down(procs.world)
     return metrics
+
+
+def evaluate_task(run: Evaluation, task: str, protocol: str | None, module: torch.nn.Module, model
+                  ) -> tuple[dict[str, float], dict]:
+    """The metrics of one protocol and what its report shows beside them (worst queries, records)."""
+    if task == "retrieval":
+        return evaluate_retrieval_task(run, model)
+    if task == "qa":
+        return evaluate_qa_task(run, protocol, module)
+    result = evaluate_mcqa(model, run.loader, float(model.temperature()), run.split, run.clips, run.ctx)
+    return result.metrics, {"records": result.records}
 
 
 def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
@@ -191,7 +203,8 @@ def evaluate_qa_task(run: Evaluation, protocol: str, module: torch.nn.Module) ->
 def evaluate_retrieval_task(run: Evaluation, model) -> tuple[dict[str, float], dict]:
     args = run.args
     options = RetrievalOptions(split=run.split, num_clips=run.clips if run.annotation else None,
-                               rerank_k=args.rerank, exhaustive=args.fusion_exhaustive, worst=args.worst)
+                               rerank_k=args.rerank, exhaustive=args.fusion_exhaustive, worst=args.worst,
+                               ground_truth=args.ground_truth)
     text_of = functools.partial(describe_text, texts=run.texts, tokenizer=run.tokenizer)
     result = run_retrieval(model, run.loader, float(model.temperature()), options, run.ctx, text_of=text_of)
     if args.export_embeddings and run.ctx.rank == 0:

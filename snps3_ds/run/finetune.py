@@ -71,7 +71,7 @@ def validation(cfg: RunConfig, annotations: list[Annotation]):
         clips = cfg.eval.num_clips or cfg.data.num_clips
         loaders = [build_eval_loader(cfg.data, tokenizer, cfg.eval.batch_size, clips, texts=task_texts(a, train=False))
                    for a in annotations]
-        options = DownstreamOptions(clips, cfg.task.rerank_k, cfg.task.fusion_exhaustive)
+        options = DownstreamOptions(clips, cfg.task.rerank_k, cfg.task.fusion_exhaustive, cfg.task.ground_truth)
 
         def evaluate(step: int) -> dict[str, float]:
             metrics: dict[str, float] = {}

@@ -263,7 +263,7 @@ class PlannedSteps:
                 caps = captions[chosen]
                 negative = self.model.fuse(plan.ids[caps], plan.text_mask[caps], video.tokens[chosen],
                                            batch.clip_mask[chosen]).pooled
-        logits = self.model.vtm_head(torch.cat([positive, negative])).float()
+        logits = self.model.vtm_logits(torch.cat([positive, negative]))
         labels = torch.cat([torch.ones(len(positive)), torch.zeros(len(negative))]).long().to(logits.device)
         local["vtm"] = F.cross_entropy(logits, labels, reduction="sum") / max(plan.vtm_total, 1)
         metrics["vtm_acc"] = (logits.argmax(dim=1) == labels).float().mean().detach()

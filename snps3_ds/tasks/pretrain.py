@@ -196,7 +196,7 @@ class PretrainTask(PlannedSteps, nn.Module):
         if "vtm" in self.weights:
             videos, captions, _ = self.vtm.negatives_for(batch.num_videos, similarity, same_caption, rows.device)
             negative = pairs.pooled(captions, rows[videos]) if len(videos) else positive[:0]
-            out_vtm = self.vtm(model.vtm_head(positive), model.vtm_head(negative))
+            out_vtm = self.vtm(model.vtm_logits(positive), model.vtm_logits(negative))
             terms["vtm"], metrics["vtm_acc"] = out_vtm.loss, out_vtm.accuracy
 
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snps3_ds.data.batch import VideoTextBatch
+from snps3_ds.models.heads import in_fp32
 from snps3_ds.models.snp import SNPModel
 from snps3_ds.tasks.base import TaskOutput
 
@@ -50,7 +51,7 @@ class QATask(nn.Module):
         video = self.model.encode_video(batch.frames, batch.clip_mask)
         owners = batch.text_video_index
         fused = self.model.fuse(batch.text_ids, batch.text_mask, video.tokens[owners], batch.clip_mask[owners])
-        return self.head(fused.pooled).float()
+        return in_fp32(self.head, fused.pooled)
 
     def forward(self, batch: VideoTextBatch) -> TaskOutput:
         if batch.text_labels is None:

@@ -24,7 +24,7 @@ from snps3_ds.data.dali.pipeline import ROUTE_FALLBACK, PipelineSpec, build_pipe
 from snps3_ds.data.dali.shards import checked_shards
 from snps3_ds.data.decode.backends import make_decoder
 from snps3_ds.data.errors import DataQualityError, DecodeError
-from snps3_ds.data.collate import Collator
+from snps3_ds.data.collate import Collator, clip_sources
 from snps3_ds.data.decode.sample import DecodedSample, SampleDecoder
 from snps3_ds.data.seeds import WorkerRandom, stream_seed
 from snps3_ds.data.samples import sample_meta
@@ -96,8 +96,7 @@ def collate_on_device(collate: Collator, samples: list[DecodedSample]) -> VideoT
     batch = collate(stand_ins)
     frames = samples[0].frames.new_zeros(len(samples), batch.clip_mask.shape[1], *samples[0].frames.shape[1:])
     for i, sample in enumerate(samples):
-        t = min(sample.frames.shape[0], frames.shape[1])
-        frames[i, :t] = sample.frames[:t].to(frames.device)
+        frames[i] = sample.frames[clip_sources(sample.frames.shape[0], frames.shape[1]).to(sample.frames.device)]
     batch.frames = frames
     return batch
 

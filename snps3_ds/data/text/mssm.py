@@ -1,7 +1,7 @@
 """MSSM masking, LVWM word choice and attentive masking (DESIGN §3.3; REFERENCE §2.4-2.6, §8 items 6-8).
 
 MSSM masks m = floor(p n) + [frac(p n) >= 0.3] of a caption's n tokens, taken from its significant words
-(mined rank < K) first and only then from its other tokens, which keep their true labels (the reference
+(mined rank <= K, as the reference) first and only then from its other tokens, which keep their true labels (the reference
 labels those [MASK] and picks the wrong positions). Chosen tokens become [MASK] (80%), a lemma variant of a
 random significant word (10%; the word itself when it has no variants, not the reference's first
 character) or stay (10%). Every draw comes from an explicit torch.Generator (on the CPU or the ids'

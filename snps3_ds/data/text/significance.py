@@ -1,7 +1,8 @@
 """The mined significant-word table and lemma lists (DESIGN §3.4), read once per process.
 
 `data_prep/mine_significant_words.py` writes them; MSSM masking and LVWM word choice read them. A token is
-*significant* for a given K when its rank (0-based, ties shared) is below K and it occurred at all.
+*significant* for a given K when its rank (0-based, ties shared) is at most K and it occurred at all: the
+reference's `rank <= words_top_k` (REFERENCE §2.5), which keeps 3,002 ids at K = 3,000 on its WebVid table.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ class SignificanceTable:
         return len(self.names)
 
     def significant_mask(self, top_k: int) -> torch.Tensor:
-        """bool [V]: True for the ids in the top `top_k` (ties at the boundary included)."""
-        return (self.rank < top_k) & (self.total > 0)
+        """bool [V]: True for the ids ranked 0..top_k (the reference's `<=`; ties at the boundary included)."""
+        return (self.rank <= top_k) & (self.total > 0)
 
     def significant_ids(self, top_k: int) -> torch.Tensor:
         """long [S]: the significant ids, ascending."""

@@ -5,6 +5,7 @@ Masking takes an explicit torch.Generator so a test can pin its output and a res
 
 from __future__ import annotations
 
+import random
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -23,12 +24,17 @@ def load_tokenizer(name: str = "packaged") -> PreTrainedTokenizerBase:
     return BertTokenizerFast.from_pretrained(str(resolve_text_dir(name)), local_files_only=True)
 
 
-def tokenize(tokenizer: PreTrainedTokenizerBase, captions: list[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`[CLS] caption [SEP] [PAD]...` ids and attention mask, [N, max_len], truncating the caption's tail.
+def tokenize(tokenizer: PreTrainedTokenizerBase, captions: list[str], max_len: int,
+             window: random.Random | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`[CLS] caption [SEP] [PAD]...` ids and attention mask, [N, max_len].
 
-    A fast tokenizer's Rust backend is called directly (a copy set to truncate and pad to max_len): the same ids
-    as `tokenizer(..., padding="max_length", truncation=True)` in 0.6x the time, which the loader workers pay
-    for every batch."""
+    A caption longer than max_len - 2 wordpieces keeps its head, or with `window` a random run of them
+    (the reference's pre-training `random_truncate`, DESIGN §3.3), so a long caption's tail is seen too.
+    One window per caption, taken before masking, so the text pass, the masks and the labels agree (the
+    reference draws two independent windows, REFERENCE §8.12).
+    """
+    if window is not None:
+        return _windowed(tokenizer, captions, max_len, window)
     backend = _padded_backend(tokenizer, max_len)
     if backend is None:
         enc = tokenizer(captions, max_length=max_len, truncation=True, padding="max_length", return_tensors="pt")
@@ -38,12 +44,28 @@ def tokenize(tokenizer: PreTrainedTokenizerBase, captions: list[str], max_len: i
     return ids, torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)
 
 
+def _windowed(tokenizer: PreTrainedTokenizerBase, captions: list[str], max_len: int,
+              window: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
+    body = max_len - 2
+    ids = torch.full((len(captions), max_len), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, pieces in enumerate(tokenizer(captions, add_special_tokens=False)["input_ids"]):
+        if len(pieces) > body:
+            start = window.randrange(len(pieces) - body + 1)
+            pieces = pieces[start:start + body]
+        full = [tokenizer.cls_token_id, *pieces, tokenizer.sep_token_id]
+        ids[row, :len(full)] = torch.tensor(full)
+        mask[row, :len(full)] = 1
+    return ids, mask
+
+
 _BACKENDS: "weakref.WeakKeyDictionary[PreTrainedTokenizerBase, dict[int, Any]]" = weakref.WeakKeyDictionary()
 
 
 def _padded_backend(tokenizer: PreTrainedTokenizerBase, max_len: int) -> Any:
     """A copy of the tokenizer's Rust backend that truncates and pads to max_len on the right (None: not a fast
-    tokenizer, or one set to pad or truncate on the left)."""
+    tokenizer, or one set to pad or truncate on the left). Called directly: the same ids as
+    `tokenizer(..., padding="max_length", truncation=True)` in 0.6x the time, which loader workers pay per batch."""
     if not getattr(tokenizer, "is_fast", False) or tokenizer.padding_side != "right" \
             or tokenizer.truncation_side != "right":
         return None
