@@ -9,6 +9,7 @@ nothing here imports deepspeed.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
@@ -87,6 +88,19 @@ def shut_down(world: int) -> None:
         if world > 1:
             dist.barrier()
         dist.destroy_process_group()
+    remove_shm_buffer()
+
+
+def remove_shm_buffer() -> None:
+    """Unlink this rank's DeepSpeed CPU all-reduce buffer. DeepSpeed's shm backend (ops/csrc/cpu/comm/shm.cpp)
+    creates /dev/shm/deepspeed_allreduce_buffer_<uid>_<addr>_<port>_<rank> (69 MB) and never unlinks it,
+    so every CPU run left 69 MB per rank in /dev/shm until a test machine ran out of memory. Called after the
+    final barrier, when no rank reads the buffers any more."""
+    addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if addr is None or port is None or torch.cuda.is_available():
+        return
+    name = Path("/dev/shm") / f"deepspeed_allreduce_buffer_{os.getuid()}_{addr}_{port}_{os.environ.get('RANK', '0')}"
+    name.unlink(missing_ok=True)
 
 
 def share_cpu_threads(local_world_size: int) -> None:

@@ -60,10 +60,13 @@ def test_end_to_end_deepspeed_zero2_two_cpu_ranks(tiny_corpus: Path, tmp_path: P
     optimizer partition, and evaluation reads the consolidated fp32 weights back."""
     run_dir = tmp_path / "run"
     deepspeed = str(Path(sys.executable).parent / "deepspeed")
-    out = _run([deepspeed, "--num_gpus", "2", "--master_port", str(free_port()), "launch/pretrain.py",
+    port = free_port()
+    out = _run([deepspeed, "--num_gpus", "2", "--master_port", str(port), "launch/pretrain.py",
                 "--config", str(TINY_RECIPE), "--ds_config", "ds_configs/zero2.json",
                 *tiny_overrides(tiny_corpus, run_dir), "train.micro_batch_size=16", "train.max_steps=3"])
     assert "micro 16 x accumulation 1 x world 2 = global batch 32, bf16, ZeRO stage 2" in out
+    left = list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
+    assert not left, f"DeepSpeed's CPU all-reduce buffers outlived the run: {left}"
     tag = run_dir / "checkpoints" / "step_00000003"
     partitions = sorted(p.name for p in tag.glob("*optim_states.pt"))
     assert len(partitions) == 2 and all("zero_pp_rank" in p for p in partitions), partitions
