@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -263,3 +264,48 @@ def test_fidelity_moco_momentum_updates_once_per_optimiser_step(tmp_path, negati
         assert all(torch.isfinite(out.loss) for out in outcome.outputs)
         assert len(calls) == step, f"{len(calls)} momentum updates after {step} optimiser steps of 3 micro-batches"
     assert int(task.moco.text_ptr) == 2 * 3 * 4 % 16  # every micro-batch's keys were enqueued once
+
+
+def test_model_fusion_samples_train_level2_and_vtm_on_the_first_samples_only() -> None:
+    """fusion_samples=2 of 4: level 2 and VTM equal those of the 2-sample batch (same seeds); other terms see 4."""
+    fusion = ("objectives.contrastive=0", "objectives.mlm=0", "objectives.lvwm=0", "objectives.level2=1",
+              "objectives.level2_hard_negatives=1", "objectives.level2_negatives=random", "objectives.vtm=1")
+    cfg, tokenizer, model = _tiny(*fusion, "objectives.fusion_samples=2")
+    batch = _lvwm_batch(cfg, tokenizer)
+    model.eval()  # no dropout: the two runs differ only in which samples they see
+    torch.manual_seed(5)
+    part = PretrainTask(model, cfg.objectives, cfg.model)(batch)
+    whole_cfg = load_config(TINY_RECIPE, list(fusion))
+    first = dataclasses.replace(batch, keys=batch.keys[:2], frames=batch.frames[:2], clip_mask=batch.clip_mask[:2],
+                                text_ids=batch.text_ids[:2], text_mask=batch.text_mask[:2],
+                                text_video_index=batch.text_video_index[:2], mlm_ids=batch.mlm_ids[:2],
+                                mlm_labels=batch.mlm_labels[:2], word_positions=None)
+    torch.manual_seed(5)
+    alone = PretrainTask(model, whole_cfg.objectives, whole_cfg.model)(first)
+    for term in ("level2", "vtm"):
+        assert torch.allclose(part.losses[term], alone.losses[term], atol=1e-6), term
+
+
+def test_model_level2_random_negatives_are_distinct_and_never_blocked() -> None:
+    from snps3_ds.objectives.matching import mine_hard_negatives, mining_scores
+
+    similarity = torch.randn(8, 8)
+    same = torch.zeros(8, 8, dtype=torch.bool)
+    same[0, 3] = same[3, 0] = True
+    seen = set()
+    for seed in range(20):
+        scores = mining_scores(similarity, "random", torch.Generator().manual_seed(seed))
+        mined = mine_hard_negatives(scores, torch.arange(8), 3, same)
+        for row, videos in enumerate(mined.videos.tolist()):
+            assert len(set(videos)) == 3 and row not in videos and not any(same[row, v] for v in videos)
+        seen.add(tuple(mined.videos[0].tolist()))
+    assert len(seen) > 5  # random, not the hardest every time
+    assert mining_scores(similarity, "hard") is similarity
+    with pytest.raises(ValueError, match="level2_negatives"):
+        mining_scores(similarity, "easiest")
+
+
+def test_model_fusion_samples_refuse_step_negatives() -> None:
+    cfg, _, model = _tiny("objectives.level2=1", "objectives.fusion_samples=2", "objectives.negatives=step")
+    with pytest.raises(ValueError, match="fusion_samples needs micro-batch negatives"):
+        PretrainTask(model, cfg.objectives, cfg.model).plans_steps(2)

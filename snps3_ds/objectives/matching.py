@@ -59,6 +59,16 @@ def mine_hard_negatives(similarity: torch.Tensor, rows: torch.Tensor, k: int,
     return HardNegatives(videos, texts, video_scores > float("-inf"), text_scores > float("-inf"))
 
 
+def mining_scores(similarity: torch.Tensor, negatives: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """What `mine_hard_negatives` ranks by: the level-1 similarity (hard), or uniform random scores of the same
+    shape (random: its top-k are k random distinct candidates, blocked pairs still excluded)."""
+    if negatives == "hard":
+        return similarity
+    if negatives != "random":
+        raise ValueError(f"objectives.level2_negatives: expected 'hard' or 'random', got {negatives!r}")
+    return torch.rand(similarity.shape, generator=generator, device=similarity.device)
+
+
 def mil_nce_all_pairs(scores: torch.Tensor) -> torch.Tensor:
     """The reference closed form over a full [B, B] score matrix (row i = text i, column j = video j)."""
     eye = torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)
@@ -78,9 +88,11 @@ def mil_nce_candidates(positive: torch.Tensor, video_negatives: torch.Tensor, te
 
 
 class CrossMatchingLoss(nn.Module):
-    def __init__(self, hard_negatives: int = 0, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, hard_negatives: int = 0, rank: int = 0, world_size: int = 1, negatives: str = "hard") -> None:
         super().__init__()
         self.hard_negatives, self.rank, self.world_size = hard_negatives, rank, world_size
+        mining_scores(torch.zeros(1, 1), negatives)  # a bad name fails at construction, not mid-run
+        self.negatives = negatives
 
     def forward(self, score: PairScorer, positive: torch.Tensor, similarity: torch.Tensor | None = None,
                 same_caption: torch.Tensor | None = None) -> MatchingOutput:
@@ -102,7 +114,7 @@ class CrossMatchingLoss(nn.Module):
             return MatchingOutput(mil_nce_all_pairs(scores), scores.detach(), targets)
         if similarity is None:
             raise ValueError("level-2 hard negatives need the global level-1 similarity")
-        mined = mine_hard_negatives(similarity, rows, self.hard_negatives, same_caption)
+        mined = mine_hard_negatives(mining_scores(similarity, self.negatives), rows, self.hard_negatives, same_caption)
         k = mined.videos.shape[1]
         own = rows[:, None].expand(-1, k)
         video_negatives = score(own.flatten(), mined.videos.flatten()).view(batch, k)

@@ -23,7 +23,7 @@ from snps3_ds.data.batch import VideoTextBatch
 from snps3_ds.data.seeds import stream_seed
 from snps3_ds.objectives.contrastive import text_video_scores
 from snps3_ds.objectives.lvwm import chosen_word_states
-from snps3_ds.objectives.matching import mil_nce_all_pairs, mil_nce_candidates, mine_hard_negatives
+from snps3_ds.objectives.matching import mil_nce_all_pairs, mil_nce_candidates, mine_hard_negatives, mining_scores
 from snps3_ds.objectives.vtm import choose_negative_captions
 from snps3_ds.tasks.base import TaskOutput
 from snps3_ds.tasks.seeding import batchnorm_statistics_kept, draw_base, fusion_seed, seeded
@@ -90,7 +90,7 @@ class PlannedSteps:
             ids = plan.ids * plan.text_mask
             same = (ids[:, None, :] == ids[None, :, :]).all(dim=-1)
         if "level2" in self.weights and self.level2.hard_negatives > 0:
-            self._plan_level2(plan, features, similarity, same)
+            self._plan_level2(plan, features, similarity, same, seed)
         if "vtm" in self.weights:
             self._plan_vtm(plan, features, similarity, same, seed)
         if "mlm" in self.weights or "text_mlm" in self.weights:
@@ -135,12 +135,14 @@ class PlannedSteps:
         return values, grads, (found[-1] if learned else None)
 
     def _plan_level2(self, plan: StepPlan, features: list[StepFeatures], similarity: torch.Tensor,
-                     same: torch.Tensor | None) -> None:
+                     same: torch.Tensor | None, seed: int) -> None:
         """Hard negatives for every sample of the step; each rank scores (no gradient) the candidate pairs whose
         video it owns; every rank then has every score, the loss and d(loss)/d(score) of its own pairs."""
         total, micro = similarity.shape[0], features[0].size
         rows = torch.arange(total, device=similarity.device)
-        mined = mine_hard_negatives(similarity, rows, self.level2.hard_negatives, same)
+        generator = torch.Generator(device=similarity.device).manual_seed(stream_seed(seed, 29) % (1 << 63))
+        scores = mining_scores(similarity, self.level2.negatives, generator)  # the same draw on every rank
+        mined = mine_hard_negatives(scores, rows, self.level2.hard_negatives, same)
         k = mined.videos.shape[1]
         texts = torch.cat([rows[:, None], rows[:, None].expand(-1, k), mined.texts], dim=1)  # [N, 1 + 2k]
         videos = torch.cat([rows[:, None], mined.videos, rows[:, None].expand(-1, k)], dim=1)

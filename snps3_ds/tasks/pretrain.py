@@ -16,6 +16,8 @@ micro-batch; `auto` is `step` when the ds_config accumulates gradients and `micr
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -66,7 +68,8 @@ class PretrainTask(PlannedSteps, nn.Module):
         if "contrastive" in self.weights and objectives.contrastive_queue > 0:  # key encoders built now, not lazily
             self.moco = MomentumContrast(model.momentum_towers(), model.hidden_size, objectives.contrastive_queue,
                                          objectives.contrastive_momentum, rank, world_size)
-        self.level2 = CrossMatchingLoss(objectives.level2_hard_negatives, rank, world_size)
+        self.level2 = CrossMatchingLoss(objectives.level2_hard_negatives, rank, world_size,
+                                        objectives.level2_negatives)
         self.vtm = VTMLoss(objectives.vtm_negatives, rank, world_size)
         self.lvwm = LVWMLoss(objectives.lvwm_temperature, rank, world_size)
         hard_l2 = "level2" in self.weights and objectives.level2_hard_negatives > 0
@@ -77,6 +80,7 @@ class PretrainTask(PlannedSteps, nn.Module):
         if self.attentive is not None:
             model.enable_attention_weights()
         self.negatives = objectives.negatives
+        self.fusion_samples = objectives.fusion_samples
         self.lvwm_temperature = objectives.lvwm_temperature
 
     def rng_state(self) -> dict:
@@ -92,6 +96,9 @@ class PretrainTask(PlannedSteps, nn.Module):
         gathered objective or hard-negative mining is on (otherwise every term is per micro-batch anyway)."""
         gathers = self.mines or any(t in self.weights for t in ("contrastive", "lvwm"))
         wanted = self.negatives == "step" or (self.negatives == "auto" and grad_accum > 1)
+        if gathers and wanted and self.fusion_samples and ("level2" in self.weights or "vtm" in self.weights):
+            raise ValueError("objectives.fusion_samples needs micro-batch negatives: set objectives.negatives=micro "
+                             "or use gradient_accumulation_steps 1")
         return gathers and wanted
 
     def forward(self, batch: VideoTextBatch, plan: StepPlan | None = None, micro: int = 0) -> TaskOutput:
@@ -121,7 +128,7 @@ class PretrainTask(PlannedSteps, nn.Module):
             terms["contrastive"] = self._contrastive(batch, text.global_feature, video, update=micro == 0)
         if "level2" in self.weights or "vtm" in self.weights:
             with seeded(fusion_seed(base, "level2"), device):
-                self._matching(batch, video, similarity, terms, metrics)
+                self._matching(*self._fusion_subset(batch, video, similarity), terms, metrics)
         normaliser = self._masked_normaliser(batch)
         with seeded(fusion_seed(base, "mlm"), device):
             self._masked_terms(batch, video, text, terms, metrics, normaliser)
@@ -168,6 +175,25 @@ class PretrainTask(PlannedSteps, nn.Module):
         if "text_mlm" in self.weights:
             out = mlm_loss(self.model.text_mlm_logits(text.states[chosen]), batch.mlm_labels[chosen], normaliser)
             terms["text_mlm"], metrics["text_mlm_acc"] = out.loss, out.accuracy
+
+    def _fusion_subset(self, batch: VideoTextBatch, video: VideoFeatures, similarity: torch.Tensor | None
+                       ) -> tuple[VideoTextBatch, VideoFeatures, torch.Tensor | None]:
+        """The first objectives.fusion_samples samples of every rank's micro-batch, and the level-1 matrix between
+        them (rank r's sample i becomes r * m + i): the same sub-problem on every rank, so gathers still match."""
+        size, m = batch.num_videos, self.fusion_samples
+        if m <= 0 or m >= size:
+            return batch, video, similarity
+        keep = slice(0, m)
+        sub = dataclasses.replace(batch, keys=batch.keys[keep], frames=batch.frames[keep],
+                                  clip_mask=batch.clip_mask[keep], text_ids=batch.text_ids[keep],
+                                  text_mask=batch.text_mask[keep], text_video_index=batch.text_video_index[keep],
+                                  mlm_ids=batch.mlm_ids[keep], mlm_labels=batch.mlm_labels[keep], word_positions=None)
+        sub_video = VideoFeatures(video.tokens[keep], video.clip_features[keep], video.clip_mask[keep])
+        if similarity is not None:
+            index = (torch.arange(self.world_size, device=similarity.device)[:, None] * size
+                     + torch.arange(m, device=similarity.device)).flatten()
+            similarity = similarity[index][:, index]
+        return sub, sub_video, similarity
 
     def _rows(self, batch: VideoTextBatch) -> torch.Tensor:
         """Global indices of this rank's samples (ranks hold equal micro-batches, in rank order)."""
