@@ -47,7 +47,7 @@ def test_mp4_frame_count_comes_from_the_sample_table_and_equals_the_packets(tiny
 
 
 def _samples(dtype: str) -> list[DecodedSample]:
-    """Three clips (one short: padded), as uint8 geometry output or as normalised float."""
+    """Three clips (one short: its frames repeated over the clips), as uint8 geometry output or as normalised float."""
     transform, generator = FrameTransform(16, True), torch.Generator().manual_seed(0)
     samples = []
     for i, clips in enumerate((3, 3, 2)):
@@ -67,7 +67,9 @@ def test_collator_normalises_uint8_frames_exactly_as_the_transform(tokenizer, mi
     got = collate(raw)
     assert got.frames.dtype == torch.float32 and torch.equal(got.clip_mask, want.clip_mask)
     torch.testing.assert_close(got.frames, want.frames, atol=1e-6, rtol=0)
-    assert (got.frames[2, 2] == 0).all(), "the padding clip stays zero"
+    # sample 2 has fewer frames than clips: its frames are repeated over the clips (as the reference), never zeros
+    assert torch.equal(got.frames[2, 0], got.frames[2, 1]) and not torch.equal(got.frames[2, 1], got.frames[2, 2])
+    assert bool(got.clip_mask[2].all())
 
 
 def test_tokenize_backend_path_equals_the_tokenizer_call(tokenizer) -> None:
