@@ -9,10 +9,10 @@ nothing here imports deepspeed.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist

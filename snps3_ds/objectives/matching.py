@@ -59,13 +59,17 @@ def mine_hard_negatives(similarity: torch.Tensor, rows: torch.Tensor, k: int,
     return HardNegatives(videos, texts, video_scores > float("-inf"), text_scores > float("-inf"))
 
 
+def check_negatives(negatives: str) -> None:
+    if negatives not in ("hard", "random"):
+        raise ValueError(f"objectives.level2_negatives: expected 'hard' or 'random', got {negatives!r}")
+
+
 def mining_scores(similarity: torch.Tensor, negatives: str, generator: torch.Generator | None = None) -> torch.Tensor:
     """What `mine_hard_negatives` ranks by: the level-1 similarity (hard), or uniform random scores of the same
     shape (random: its top-k are k random distinct candidates, blocked pairs still excluded)."""
     if negatives == "hard":
         return similarity
-    if negatives != "random":
-        raise ValueError(f"objectives.level2_negatives: expected 'hard' or 'random', got {negatives!r}")
+    check_negatives(negatives)
     return torch.rand(similarity.shape, generator=generator, device=similarity.device)
 
 
@@ -91,7 +95,7 @@ class CrossMatchingLoss(nn.Module):
     def __init__(self, hard_negatives: int = 0, rank: int = 0, world_size: int = 1, negatives: str = "hard") -> None:
         super().__init__()
         self.hard_negatives, self.rank, self.world_size = hard_negatives, rank, world_size
-        mining_scores(torch.zeros(1, 1), negatives)  # a bad name fails at construction, not mid-run
+        check_negatives(negatives)  # fail at construction, not mid-run
         self.negatives = negatives
 
     def forward(self, score: PairScorer, positive: torch.Tensor, similarity: torch.Tensor | None = None,

@@ -141,8 +141,8 @@ class PlannedSteps:
         total, micro = similarity.shape[0], features[0].size
         rows = torch.arange(total, device=similarity.device)
         generator = torch.Generator(device=similarity.device).manual_seed(stream_seed(seed, 29) % (1 << 63))
-        scores = mining_scores(similarity, self.level2.negatives, generator)  # the same draw on every rank
-        mined = mine_hard_negatives(scores, rows, self.level2.hard_negatives, same)
+        ranking = mining_scores(similarity, self.level2.negatives, generator)  # the same draw on every rank
+        mined = mine_hard_negatives(ranking, rows, self.level2.hard_negatives, same)
         k = mined.videos.shape[1]
         texts = torch.cat([rows[:, None], rows[:, None].expand(-1, k), mined.texts], dim=1)  # [N, 1 + 2k]
         videos = torch.cat([rows[:, None], mined.videos, rows[:, None].expand(-1, k)], dim=1)
