@@ -64,6 +64,7 @@ PAGE_STATE = """(() => ({
     marked: r.querySelectorAll('li.answer').length})),
   curves: !!document.querySelector('a[href="curves.png"] img'),
   alerts: typeof window.__alerted !== 'undefined',
+  external: document.querySelectorAll('script, link, iframe, object, embed').length,
 }))()"""
 
 
@@ -120,6 +121,7 @@ def check_common(state: dict, result: dict, report: Path) -> None:
         assert float(shown[key]["exact"]) == value, key
         assert float(shown[key]["shown"]) == pytest.approx(value, abs=0.005), key
     assert not state["alerts"], "user text ran as markup"
+    assert state["external"] == 0, "the page must stand alone: no scripts, stylesheets or frames to fetch"
 
 
 def test_report_retrieval_gallery_in_chromium(chromium: str, tiny_corpus: Path, tiny_config: RunConfig, tokenizer,

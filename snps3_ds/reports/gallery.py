@@ -91,6 +91,7 @@ def find_curves(checkpoint: str | None, levels: int = 3) -> Path | None:
 def write_gallery(out_dir: str | Path, page: GalleryPage) -> Path:
     """DIR/index.html, its thumbnails under DIR/thumbs and the curves PNG: a page that works from file://."""
     out = Path(out_dir)
+    shutil.rmtree(out / "thumbs", ignore_errors=True)  # an earlier page's thumbnails would linger unlinked
     out.mkdir(parents=True, exist_ok=True)
     # a query's own video stands for its ground truth (a caption string may have many right videos)
     keys = [k for row in page.queries for k in [*row["top"], row["video"]]] + [r["video"] for r in page.questions]
