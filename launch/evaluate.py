@@ -3,6 +3,7 @@
     python launch/evaluate.py --config RECIPE --checkpoint RUN_DIR/checkpoints [--out results.json]
     python launch/evaluate.py --config RECIPE --out before.json            # the untrained model
     python launch/evaluate.py ... --baseline before.json                   # print both side by side
+    python launch/evaluate.py ... --report gallery                         # gallery/index.html: worst queries
     python launch/evaluate.py --config RECIPE --annotation msrvtt_1ka.json --checkpoint CKPT --rerank 16
     python launch/evaluate.py --config RECIPE --annotation msrvtt_qa_test.json --checkpoint QA_EXPORT_DIR
     python launch/evaluate.py --config RECIPE --annotation msrvtt_qa_test.json --checkpoint CKPT --qa-fusion

@@ -42,6 +42,9 @@ class RetrievalResult:
     worst: list[dict] = field(default_factory=list)  # text, video (truth), rank, top1 under the headline
     # scores: re-ranked when rerank_k > 0, else exhaustive fusion when on, else dual
     features: EvalFeatures | None = None
+    scores: torch.Tensor | None = None  # the headline text->video scores [N, B] (the gallery reads its top-k)
+    truth: torch.Tensor | None = None  # bool [N, B] under options.ground_truth
+    similarity: str = "dual"  # which scores are the headline: dual | fusion | rerank
 
 
 def dual_scores(feats: EvalFeatures, temperature: float, block: int = 1024) -> torch.Tensor:
@@ -78,7 +81,7 @@ def score_retrieval(model: SNPModel, feats: EvalFeatures, temperature: float, op
     metrics[metric_key(options.split, "chance_R@1")] = 100.0 / feats.num_videos  # one right video per text
     metrics[metric_key(options.split, f"ground_truth/{options.ground_truth}")] = 1.0  # which protocol this is
     worst = worst_queries(headline, feats, options.worst, text_of, variant, truth)
-    return RetrievalResult(metrics, worst, feats)
+    return RetrievalResult(metrics, worst, feats, headline, truth, variant)
 
 
 def worst_queries(scores: torch.Tensor, feats: EvalFeatures, count: int, text_of: TextOf | None = None,
@@ -88,14 +91,29 @@ def worst_queries(scores: torch.Tensor, feats: EvalFeatures, count: int, text_of
     if count <= 0:
         return []
     ranks = query_ranks(scores, feats.truth() if truth is None else truth)
-    order = sorted(range(len(ranks)), key=lambda i: (-int(ranks[i]), i))[:count]
+    return query_rows(scores, feats, worst_order(ranks, count), ranks, text_of, similarity)
+
+
+def worst_order(ranks: torch.Tensor, count: int) -> list[int]:
+    """Indices of the `count` queries ranked lowest, worst first (ties: earlier query first)."""
+    return sorted(range(len(ranks)), key=lambda i: (-int(ranks[i]), i))[:count]
+
+
+def query_rows(scores: torch.Tensor, feats: EvalFeatures, queries: list[int], ranks: torch.Tensor,
+               text_of: TextOf | None = None, similarity: str = "dual", top: int = 1) -> list[dict]:
+    """One row per text query: similarity, text, video (its own), rank, top1, and with top > 1 `top`, the
+    keys of its `top` best-scoring videos, best first (ties: lower video index first, as argmax)."""
     top1 = scores.argmax(dim=1)
     rows = []
-    for i in order:
+    for i in queries:
         video = feats.keys[int(feats.text_video[i])]
         text = text_of(feats, i) if text_of is not None else f"{video}#{int(feats.text_order[i])}"
-        rows.append({"similarity": similarity, "text": text, "video": video, "rank": int(ranks[i]),
-                     "top1": feats.keys[int(top1[i])]})
+        row = {"similarity": similarity, "text": text, "video": video, "rank": int(ranks[i]),
+               "top1": feats.keys[int(top1[i])]}
+        if top > 1:
+            order = torch.sort(scores[i], descending=True, stable=True).indices[:top]
+            row["top"] = [feats.keys[int(j)] for j in order]
+        rows.append(row)
     return rows
 
 

@@ -34,8 +34,9 @@ from snps3_ds.evaluation.retrieval import RetrievalOptions, run_retrieval
 from snps3_ds.models.factory import build_model, build_tokenizer
 from snps3_ds.processes import barrier, shut_down, start_processes
 from snps3_ds.ranking import NonFiniteScores
+from snps3_ds.reports.gallery import GalleryPage, find_curves, question_rows, retrieval_queries, write_gallery
 from snps3_ds.run import cli
-from snps3_ds.run.eval_report import report
+from snps3_ds.run.eval_report import report, table_keys
 from snps3_ds.tasks.qa import QATask
 
 DESCRIPTION = "Evaluate retrieval, open-ended QA or multi-choice QA on held-out shards"
@@ -52,6 +53,7 @@ class Evaluation:
     clips: int
     loader: Any
     ctx: EvalContext
+    retrieval: Any = None  # the RetrievalResult (scores, features), kept for --report
 
     @property
     def split(self) -> str:
@@ -88,6 +90,8 @@ def parse_args(argv: list[str] | None = None, description: str = DESCRIPTION) ->
     parser.add_argument("--qa-fusion", action="store_true",
                         help="zero-shot QA: also pick answers with the fusion scorer (zs_fusion_acc)")
     parser.add_argument("--worst", type=int, default=20, help="worst-ranked queries kept for the W&B table / JSON")
+    parser.add_argument("--report", metavar="DIR", help="write a static gallery DIR/index.html (metrics, worst and "
+                                                        "random queries with their top-5 videos, QA/MC answers)")
     parser.add_argument("--local_rank", type=int, default=0, help="set by the deepspeed launcher")
     return parser.parse_args(argv)
 
@@ -152,6 +156,8 @@ def main(argv: list[str] | None = None, description: str = DESCRIPTION) -> dict[
         raise NonFiniteScores(f"{args.checkpoint or 'the untrained model'}: {err}") from None
     if procs.rank == 0:
         report(args, cfg, task, run.split, metrics, extra)
+        if args.report:
+            write_report(run, cfg, task, metrics, extra)
     shut_down(procs.world)
     return metrics
 
@@ -210,7 +216,23 @@ def evaluate_retrieval_task(run: Evaluation, model) -> tuple[dict[str, float], d
     if args.export_embeddings and run.ctx.rank == 0:
         export_embeddings(result.features, args.export_embeddings, float(model.temperature()), text_of)
         print(f"embeddings written to {args.export_embeddings}", flush=True)
+    run.retrieval = result
     return result.metrics, {"worst": result.worst}
+
+
+def write_report(run: Evaluation, cfg, task: str, metrics: dict[str, float], extra: dict) -> None:
+    """--report DIR: the gallery page (snps3_ds.reports.gallery), queries sampled with the recipe's seed."""
+    args, seed = run.args, cfg.train.seed
+    page = GalleryPage(f"{run.split or 'evaluation'}: {task}", metrics, table_keys(metrics, task, run.split),
+                       shards=list(cfg.data.eval_shards), curves=find_curves(args.checkpoint),
+                       notes=[f"checkpoint: {args.checkpoint or 'none (the untrained model)'}",
+                              f"random sample seeded with train.seed = {seed}"])
+    if task == "retrieval":
+        text_of = functools.partial(describe_text, texts=run.texts, tokenizer=run.tokenizer)
+        page.queries = retrieval_queries(run.retrieval, text_of, seed=seed)
+    else:
+        page.questions = question_rows(task, extra["records"], run.annotation, seed=seed)
+    print(f"gallery written to {write_gallery(args.report, page)}", flush=True)
 
 
 def describe_text(feats: EvalFeatures, i: int, texts: TaskTexts | None, tokenizer) -> str:
