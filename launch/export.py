@@ -4,7 +4,9 @@
     python launch/export.py RUN_DIR/checkpoints/step_00001000 OUT_DIR
 
 OUT_DIR/model.safetensors + config.yaml + export.json; `finetune.py --init OUT_DIR` and
-`evaluate.py --checkpoint OUT_DIR` read it without DeepSpeed (snps3_ds.engine.export).
+`evaluate.py --checkpoint OUT_DIR` read it without DeepSpeed (snps3_ds.engine.export). Also OUT_DIR/text/
+(transformers BertModel + tokenizer), OUT_DIR/visual.safetensors (timm/torchvision layout, model name in its
+metadata) and the model card OUT_DIR/README.md (snps3_ds.engine.hf_export).
 """
 
 import argparse

@@ -3,7 +3,9 @@
 OUT/model.safetensors holds the task module's weights (`model.…`, plus any task head), gathered from the
 ZeRO partitions (their fp32 master copies, not the bf16/fp16 module); OUT/config.yaml is the recipe;
 OUT/export.json says where it came from. Fine-tuning (`--init OUT`) and evaluation (`--checkpoint OUT`)
-read it without DeepSpeed, and without unpickling anything.
+read it without DeepSpeed, and without unpickling anything. The same towers are also written for other
+libraries (snps3_ds.engine.hf_export): OUT/text/ (transformers BertModel + tokenizer), OUT/visual.safetensors
+(timm/torchvision layout) and the model card OUT/README.md.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from snps3_ds.engine.hf_export import write_hub_formats
 from snps3_ds.engine.run_checkpoints import COMPLETE, newest_complete
 from snps3_ds.engine.weights import EXPORT_FILE, load_task_state, resolve_checkpoint
 
@@ -65,4 +68,5 @@ def export_checkpoint(checkpoint: Path, out: Path) -> Path:
     (out / "export.json").write_text(json.dumps(info, indent=2))
     print(f"exported {info['tensors']} tensors ({info['parameters'] / 1e6:.2f} M values, fp32) from {tag_dir} "
           f"to {out / EXPORT_FILE}", flush=True)
+    write_hub_formats(out, tensors, tag_dir)  # OUT/text/, OUT/visual.safetensors, OUT/README.md
     return out
