@@ -43,10 +43,8 @@ def crafted_checkpoint(root: Path, layout: str, marker: Path, tag: str = TAG) ->
     return root / tag / name
 
 
-def test_safe_load_crafted_file_runs_code_under_full_pickle_and_is_refused_weights_only(tmp_path: Path) -> None:
-    control, marker = tmp_path / "control-marker", tmp_path / "marker"
-    torch.load(crafted_checkpoint(tmp_path / "a", "torch", control), weights_only=False)
-    assert control.exists(), "the crafted file must be one whose unpickling creates a file"
+def test_safe_load_crafted_file_is_refused_naming_file_and_global(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
     for layout in ("torch", "deepspeed"):
         file = crafted_checkpoint(tmp_path / layout, layout, marker)
         with pytest.raises(UnsafeCheckpointError, match=f"{file}: refused to load: its pickle needs {GLOBAL}"):
@@ -56,13 +54,16 @@ def test_safe_load_crafted_file_runs_code_under_full_pickle_and_is_refused_weigh
     assert not marker.exists()
 
 
-def test_safe_load_deepspeeds_own_full_pickle_reads_are_made_weights_only(tmp_path: Path) -> None:
-    """DeepSpeed's checkpoint engine passes weights_only=False; inside plain_loads_only it is overridden."""
+def test_safe_load_deepspeeds_own_reader_runs_the_crafted_file_but_not_inside_plain_loads_only(tmp_path: Path) -> None:
+    """DeepSpeed's checkpoint engine unpickles with full pickle (the control creates its marker); inside
+    plain_loads_only the same call is weights-only and refused, and the block leaves no trace behind."""
     from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
 
     from snps3_ds.engine.deepspeed_engine import plain_types
 
-    marker = tmp_path / "marker"
+    control, marker = tmp_path / "control-marker", tmp_path / "marker"
+    TorchCheckpointEngine().load(str(crafted_checkpoint(tmp_path / "control", "deepspeed", control)))
+    assert control.exists(), "the crafted file must be one whose unpickling creates a file"
     file = crafted_checkpoint(tmp_path / "ckpt", "deepspeed", marker)
     allowed_before = set(torch.serialization.get_safe_globals())
     with pytest.raises(UnsafeCheckpointError, match=f"{file}: refused .* {GLOBAL}"):

@@ -4,8 +4,9 @@ It builds the optimiser and schedule (recipe) and hands them with the ds_config 
 deepspeed.initialize; ZeRO, precision, accumulation and clipping are then DeepSpeed's. Checkpoints carry
 DeepSpeed's universal-checkpoint marker, so a ZeRO checkpoint can be converted (`convert_to_universal`)
 and loaded on another number of ranks (`load_universal`, with `checkpoint.load_universal` in the config).
-DeepSpeed reads its files with torch.load(weights_only=False); every such read here runs inside
-`plain_loads_only`, which makes it weights-only with DeepSpeed's few plain classes allowed (`plain_types`).
+DeepSpeed reads its files with full pickle; every such read here (resume, universal conversion, fp32
+consolidation) runs inside `plain_loads_only`, which makes it weights-only with DeepSpeed's few plain classes
+allowed (`plain_types`).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 A `.pt` file is a pickle, and a pickle can name any function to call while it loads. `torch.load` with
 `weights_only=True` rebuilds only tensors, containers and plain numbers and refuses every other global;
 `load_plain` reads one file that way. `plain_loads_only` makes every `torch.load` inside it weights-only,
-for library code that passes `weights_only=False` itself (DeepSpeed's checkpoint readers): torch's
-TORCH_FORCE_WEIGHTS_ONLY_LOAD overrides that argument. The few plain classes DeepSpeed writes into its
+also in library code that asks torch.load for full pickle itself (DeepSpeed's checkpoint readers): torch's
+TORCH_FORCE_WEIGHTS_ONLY_LOAD overrides the caller's argument. The few plain classes DeepSpeed writes into its
 optimiser files are allow-listed by the caller, only for the length of the call (torch's `safe_globals`),
 never process-wide. A refusal names the file and the global it asked for.
 """
