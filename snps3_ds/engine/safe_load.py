@@ -5,8 +5,9 @@ A `.pt` file is a pickle, and a pickle can name any function to call while it lo
 `load_plain` reads one file that way. `plain_loads_only` makes every `torch.load` inside it weights-only,
 also in library code that asks torch.load for full pickle itself (DeepSpeed's checkpoint readers): torch's
 TORCH_FORCE_WEIGHTS_ONLY_LOAD overrides the caller's argument. The few plain classes DeepSpeed writes into its
-optimiser files are allow-listed by the caller, only for the length of the call (torch's `safe_globals`),
-never process-wide. A refusal names the file and the global it asked for.
+optimiser files are allow-listed by the caller for the length of the call only (torch's `safe_globals`; the
+variable and the list are process state while the block runs and restored after it, so other threads' loads
+in that time are only ever stricter or allow those few classes). A refusal names the file and the global.
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ def _names_in(err: BaseException) -> list[str]:
     return _GLOBAL.findall(str(err))
 
 
+def _reason(err: BaseException) -> str:
+    """torch's one line on why (its message is mostly advice on how to load the file anyway)."""
+    lines = [line.strip() for line in str(err).splitlines() if "WeightsUnpickler error" in line]
+    return f" ({(lines or [str(err).strip() or repr(err)])[0][:300]})"
+
+
 def load_plain(path: str | Path, allowed: Sequence[Any] = (), map_location: Any = "cpu") -> Any:
     """torch.load(path, weights_only=True) with `allowed` globals added for this call only."""
     path = Path(path)
@@ -60,16 +67,17 @@ def load_plain(path: str | Path, allowed: Sequence[Any] = (), map_location: Any 
         with torch.serialization.safe_globals(list(allowed)):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise refusal(path, unsafe_globals(path, allowed) or _names_in(err)) from None
+        names = unsafe_globals(path, allowed) or _names_in(err)
+        raise refusal(path, names, "" if names else _reason(err)) from None
 
 
 def _refusal_in(folder: Path, err: BaseException, allowed: Sequence[Any]) -> UnsafeCheckpointError:
-    """The error for a load that failed somewhere under `folder`: which file, which global (bounded scan)."""
+    """The error for a load that failed somewhere under `folder`: the first file naming a global not allowed."""
     for path in sorted(Path(folder).rglob("*.pt")):
         names = unsafe_globals(path, allowed)
         if names:
             return refusal(path, names)
-    return refusal(Path(folder), _names_in(err), f" ({str(err).splitlines()[-1][:300] if str(err) else err!r})")
+    return refusal(Path(folder), _names_in(err), _reason(err))
 
 
 @contextmanager
