@@ -207,7 +207,8 @@ def plain_types() -> list[type]:
     """The classes besides tensors and containers that DeepSpeed 0.19 pickles into its checkpoints, each a
     holder of numbers: the loss scaler (static; dynamic under fp16), the ZeRO stage (an int enum) and a
     fragment's (start, numel). Found with torch.serialization.get_unsafe_globals_in_checkpoint on ZeRO-1/2/3
-    fp32 and bf16 checkpoints and their universal form (DynamicLossScaler from the source: fp16 needs a GPU)."""
+    fp32, bf16 and optimizer-offload checkpoints and their universal form (DynamicLossScaler from the source:
+    fp16 needs a GPU)."""
     from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
     from deepspeed.runtime.zero.config import ZeroStageEnum
     from deepspeed.utils.tensor_fragment import fragment_address
