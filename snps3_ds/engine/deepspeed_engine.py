@@ -4,6 +4,9 @@ It builds the optimiser and schedule (recipe) and hands them with the ds_config 
 deepspeed.initialize; ZeRO, precision, accumulation and clipping are then DeepSpeed's. Checkpoints carry
 DeepSpeed's universal-checkpoint marker, so a ZeRO checkpoint can be converted (`convert_to_universal`)
 and loaded on another number of ranks (`load_universal`, with `checkpoint.load_universal` in the config).
+DeepSpeed reads its files with full pickle; every such read here (resume, universal conversion, fp32
+consolidation) runs inside `plain_loads_only`, which makes it weights-only with DeepSpeed's few plain classes
+allowed (`plain_types`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from snps3_ds.config import ConfigError, OptimConfig
 from snps3_ds.data.batch import VideoTextBatch
 from snps3_ds.engine.ds_config import EngineSettings
 from snps3_ds.engine.optim import build_optimizer, build_scheduler, param_groups
+from snps3_ds.engine.safe_load import plain_loads_only
 from snps3_ds.tasks.base import TaskOutput
 
 T = TypeVar("T")
@@ -102,8 +106,9 @@ class DeepSpeedEngine:
 
     def load(self, save_dir: Path, tag: str) -> dict[str, Any]:
         """Collective: weights, optimizer partitions, scheduler and DeepSpeed's counters; returns the client state."""
-        path, client_state = self.engine.load_checkpoint(str(save_dir), tag=tag, load_optimizer_states=True,
-                                                         load_lr_scheduler_states=True)
+        with plain_loads_only(Path(save_dir) / tag, plain_types()):
+            path, client_state = self.engine.load_checkpoint(str(save_dir), tag=tag, load_optimizer_states=True,
+                                                             load_lr_scheduler_states=True)
         if path is None:
             raise FileNotFoundError(f"DeepSpeed could not load checkpoint {save_dir}/{tag}")
         self._audit(tag, "loaded")
@@ -116,8 +121,9 @@ class DeepSpeedEngine:
         if not self.engine.load_universal_checkpoint():
             raise RuntimeError("load_universal needs checkpoint.load_universal=true in the ds_config given to "
                                "deepspeed.initialize")
-        path, client_state = self.engine.load_checkpoint(str(tag_folder), tag=UNIVERSAL, load_optimizer_states=True,
-                                                         load_lr_scheduler_states=True)
+        with plain_loads_only(Path(tag_folder) / UNIVERSAL, plain_types()):
+            path, client_state = self.engine.load_checkpoint(str(tag_folder), tag=UNIVERSAL,
+                                                             load_optimizer_states=True, load_lr_scheduler_states=True)
         if path is None:
             raise FileNotFoundError(f"DeepSpeed could not load the universal checkpoint {tag_folder / UNIVERSAL}")
         self._audit(Path(tag_folder).name, "loaded")
@@ -177,9 +183,10 @@ def convert_to_universal(tag_folder: Path) -> Path:
         return out
     tmp = Path(tag_folder) / f"{UNIVERSAL}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    ds_to_universal(SimpleNamespace(input_folder=str(tag_folder), output_folder=str(tmp), num_extract_workers=1,
-                                    num_merge_workers=1, keep_temp_folder=False, strict=True,
-                                    inject_missing_state=True))  # checkpoints written before the marker
+    with plain_loads_only(tag_folder, plain_types()):  # one worker each: the reads stay in this process
+        ds_to_universal(SimpleNamespace(input_folder=str(tag_folder), output_folder=str(tmp), num_extract_workers=1,
+                                        num_merge_workers=1, keep_temp_folder=False, strict=True,
+                                        inject_missing_state=True))  # checkpoints written before the marker
     os.replace(tmp, out)
     return out
 
@@ -196,8 +203,23 @@ def _offload_adam(task: nn.Module, optim: OptimConfig, visual_names: set[str]) -
                             adamw_mode=True)
 
 
+def plain_types() -> list[type]:
+    """The classes besides tensors and containers that DeepSpeed 0.19 pickles into its checkpoints, each a
+    holder of numbers: the loss scaler (static; dynamic under fp16), the ZeRO stage (an int enum) and a
+    fragment's (start, numel). Found with torch.serialization.get_unsafe_globals_in_checkpoint on ZeRO-1/2/3
+    fp32, bf16 and optimizer-offload checkpoints and their universal form (DynamicLossScaler from the source:
+    fp16 needs a GPU)."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
 def fp32_state_dict_from_zero_checkpoint(checkpoint_dir: Path, tag: str) -> dict[str, torch.Tensor]:
-    """Consolidated fp32 weights from a ZeRO checkpoint (the fp32 master copies, not the bf16 module)."""
+    """Consolidated fp32 weights from a ZeRO checkpoint (the fp32 master copies, not the bf16 module), by
+    DeepSpeed's own zero_to_fp32 (every stage and layout it knows), its reads made weights-only."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=tag)
+    with plain_loads_only(Path(checkpoint_dir) / tag, plain_types()):
+        return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=tag)

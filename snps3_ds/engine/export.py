@@ -14,12 +14,12 @@ import hashlib
 import json
 from pathlib import Path
 
-import torch
 import yaml
 
 from snps3_ds.engine.hf_export import write_hub_formats
 from snps3_ds.engine.run_checkpoints import COMPLETE, newest_complete
-from snps3_ds.engine.weights import EXPORT_FILE, load_task_state, resolve_checkpoint
+from snps3_ds.engine.safe_load import load_plain
+from snps3_ds.engine.weights import DS_MODEL_STATES, EXPORT_FILE, load_task_state, resolve_checkpoint
 
 
 def choose_tag(path: Path) -> Path:
@@ -38,10 +38,10 @@ def recipe_of(tag_dir: Path) -> dict:
     beside = tag_dir.parent.parent / "config.yaml"
     if beside.is_file():
         return yaml.safe_load(beside.read_text())
-    for name in ("mp_rank_00_model_states.pt", "model_states.pt"):
+    for name in (*DS_MODEL_STATES, "model_states.pt"):
         if (tag_dir / name).is_file():
-            # DeepSpeed's own files hold more than tensors; this is the fallback for our own run folders.
-            state = torch.load(tag_dir / name, map_location="cpu", weights_only=False)
+            # model states hold tensors, numbers and the client state's plain dicts: no allow-list needed
+            state = load_plain(tag_dir / name)
             client = state.get("client_state", state)
             config = client.get("config")
             if config:

@@ -21,6 +21,7 @@ from snps3_ds.config import ConfigError, OptimConfig
 from snps3_ds.data.batch import VideoTextBatch
 from snps3_ds.engine.ds_config import EngineSettings
 from snps3_ds.engine.optim import build_optimizer, build_scheduler
+from snps3_ds.engine.safe_load import load_plain
 from snps3_ds.processes import Processes
 from snps3_ds.tasks.base import TaskOutput
 
@@ -125,7 +126,7 @@ class TorchEngine:
         return 0
 
     def load(self, save_dir: Path, tag: str) -> dict[str, Any]:
-        state = torch.load(Path(save_dir) / tag / "model_states.pt", map_location=self.device, weights_only=True)
+        state = load_plain(Path(save_dir) / tag / "model_states.pt", map_location=self.device)
         self.module.load_state_dict(state["module"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -5,7 +5,9 @@
 
 Both hold the task module's keys (`model.bert...`, and for QA `head...`); `load_weights` takes the part
 under one prefix and insists that it fits the module exactly. Nothing is unpickled beyond tensors from a
-path a user passes: torch-engine states load with weights_only, exports are safetensors.
+path a user passes: torch-engine states load weights-only, DeepSpeed's ZeRO files go through its zero_to_fp32
+with every read made weights-only (snps3_ds.engine.safe_load), exports are safetensors. A file that needs
+anything else is refused, naming the file and the global.
 """
 
 from __future__ import annotations
@@ -15,13 +17,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from snps3_ds.engine.safe_load import load_plain
+
+DS_MODEL_STATES = ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_model_states.pt")  # ZeRO-0/1/2, 3
+
 
 def resolve_checkpoint(path: str | Path) -> tuple[Path, str]:
     """(checkpoint root, tag) from a root with a `latest` file, or from a tag folder itself."""
     path = Path(path)
     if (path / "latest").is_file():
         return path, (path / "latest").read_text().strip()
-    if path.is_dir() and ((path / "model_states.pt").is_file() or (path / "mp_rank_00_model_states.pt").is_file()):
+    if path.is_dir() and any((path / name).is_file() for name in ("model_states.pt", *DS_MODEL_STATES)):
         return path.parent, path.name
     raise FileNotFoundError(f"no checkpoint at {path}: expected a checkpoint folder with a 'latest' file, "
                             "or one tag folder holding model_states.pt / mp_rank_00_model_states.pt")
@@ -32,8 +38,8 @@ def load_task_state(path: str | Path) -> dict[str, torch.Tensor]:
     root, tag = resolve_checkpoint(path)
     folder = root / tag
     if (folder / "model_states.pt").is_file():  # written by the torch engine
-        return torch.load(folder / "model_states.pt", map_location="cpu", weights_only=True)["module"]
-    if not (folder / "mp_rank_00_model_states.pt").is_file():
+        return load_plain(folder / "model_states.pt")["module"]
+    if not any((folder / name).is_file() for name in DS_MODEL_STATES):
         raise FileNotFoundError(f"{folder}: tag {tag!r} from {root / 'latest'} has no model states")
     from snps3_ds.engine.deepspeed_engine import fp32_state_dict_from_zero_checkpoint
 

@@ -16,12 +16,12 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
-import torch
 import torch.distributed as dist
 
 from snps3_ds.config import ConfigError, TrainConfig
 from snps3_ds.engine.ds_config import EngineSettings
 from snps3_ds.engine.run_checkpoints import newest_complete, rank_file, read_complete, resolve_resume
+from snps3_ds.engine.safe_load import load_plain
 from snps3_ds.engine.state import TrainState
 from snps3_ds.processes import Processes
 
@@ -57,7 +57,7 @@ def resume_point(checkpoints: Path, resume: str | None) -> ResumePoint | None:
 
 
 def read_rank_state(folder: Path, rank: int) -> TrainState:
-    return TrainState.from_state_dict(torch.load(rank_file(folder, rank), map_location="cpu", weights_only=True))
+    return TrainState.from_state_dict(load_plain(rank_file(folder, rank)))
 
 
 def fit_accumulation(settings: EngineSettings, train: TrainConfig, world: int,
