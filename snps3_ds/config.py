@@ -69,9 +69,31 @@ class TrainSetConfig:
 
 
 @dataclass
+class RemoteShardsConfig:
+    """How shards behind URLs (http(s)://, s3:// and other fsspec schemes) are read (snps3_ds.data.stream.remote)."""
+
+    attempts: int = 4
+    """Tries per request before giving up on it; then a training sample is skipped and counted
+    (data/skipped_remote), an evaluation shard is skipped from the byte it reached."""
+    backoff_s: float = 0.5
+    """Wait before the second try; each further wait doubles (up to 30 s)."""
+    timeout_s: float = 10.0
+    """Connect and read timeout of every request, so no read waits longer than this for a byte."""
+    max_outage_s: float = 120.0
+    """Training: once every remote read of a reader has failed for this long, the run stops with a
+    DataQualityError naming the failure, instead of skipping on."""
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.backoff_s < 0 or self.timeout_s <= 0 or self.max_outage_s < 0:
+            raise ConfigError(f"data.remote: expected attempts >= 1, backoff_s >= 0, timeout_s > 0 and "
+                              f"max_outage_s >= 0, got {self}")
+
+
+@dataclass
 class DataConfig:
     train_shards: list[str] = field(default_factory=list)
-    """Training shards: `X.shards.json` files, their prefixes (`DIR/train`), globs or brace patterns."""
+    """Training shards: `X.shards.json` files, their prefixes (`DIR/train`), globs or brace patterns; or URLs
+    (http(s)://, s3:// ...: a `.shards.json` or its prefix, a tar, or a brace pattern; no globs)."""
     train_sets: list[TrainSetConfig] = field(default_factory=list)
     """Weighted mixture of datasets, e.g. [{shards: [webvid/train], weight: 0.7}, {shards: [cc3m/train], weight: 0.3}];
     images and videos may be mixed. Used instead of train_shards (set one of the two)."""
@@ -106,6 +128,8 @@ class DataConfig:
     """Stop with an error once more than this share of samples (corrupt, undecodable, uncaptioned) was skipped."""
     skip_rate_warmup: int = 200
     """Samples seen before max_skip_rate is enforced, so a few early bad samples cannot stop a run."""
+    remote: RemoteShardsConfig = field(default_factory=RemoteShardsConfig)
+    """Retries, backoff and timeouts for shard specs that are URLs."""
 
 
 @dataclass

@@ -18,3 +18,7 @@ class DecodeError(RuntimeError):
 
 class DataQualityError(RuntimeError):
     """The share of skipped samples passed `data.max_skip_rate`: the data, not the model, needs fixing."""
+
+
+class RemoteReadError(OSError):
+    """A shard URL that failed every try (refused, timed out, dropped, 5xx); the sample is counted as `remote`."""

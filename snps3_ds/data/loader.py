@@ -30,6 +30,7 @@ from snps3_ds.data.skips import MonitoredBatches, SkipCounter, SkipMonitor
 from snps3_ds.data.stream.order import GlobalOrder, IndexedSet
 from snps3_ds.data.stream.position import ResumableBatches, resume_start
 from snps3_ds.data.stream.reader import BatchPlan, BatchStages, GlobalBatches
+from snps3_ds.data.stream.remote import ShardFiles, is_url
 from snps3_ds.data.stream.shards import ShardSet, eval_stream, resolve_shards
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,9 @@ def training_sets(data: DataConfig) -> list[ShardSet]:
     if data.train_sets and data.train_shards:
         raise ValueError("data.train_shards and data.train_sets are both set; put every dataset in train_sets")
     if not data.train_sets:
-        return [ShardSet(resolve_shards(data.train_shards), 1.0, "train")]
-    return [ShardSet(resolve_shards(s.shards), s.weight, s.name or f"set{i}") for i, s in enumerate(data.train_sets)]
+        return [ShardSet(resolve_shards(data.train_shards, data.remote), 1.0, "train")]
+    return [ShardSet(resolve_shards(s.shards, data.remote), s.weight, s.name or f"set{i}")
+            for i, s in enumerate(data.train_sets)]
 
 
 def build_train_loader(data: DataConfig, masking: MaskingConfig, tokenizer: PreTrainedTokenizerBase,
@@ -69,7 +71,7 @@ def build_train_loader(data: DataConfig, masking: MaskingConfig, tokenizer: PreT
     collate = Collator(tokenizer, data.max_text_len, data.num_clips, masking, True, WorkerRandom(seed, rank, 2),
                        random_truncate=data.random_truncate and texts is None)  # fine-tuning keeps the head
     monitor = SkipMonitor(data.max_skip_rate, data.skip_rate_warmup, "training data")
-    if _use_dali(data.decoder, texts):
+    if _use_dali(data.decoder, texts, [url for s in sets for url in s.urls]):
         from snps3_ds.data.dali.batches import dali_train_batches
 
         consumed = int((resume or {}).get("dali_batches", 0))
@@ -84,18 +86,18 @@ def build_train_loader(data: DataConfig, masking: MaskingConfig, tokenizer: PreT
     decoder = SampleDecoder(make_decoder(data.decoder), transform, data.num_clips, True, WorkerRandom(seed, rank, 1),
                             counter, texts)
     dropped: dict[str, int] = {}
-    order = _global_order(sets, seed, data.shuffle_window, dropped, texts)
+    order = _global_order(sets, seed, data, dropped, texts)
     start = resume_start(resume, order.layout)
     stages = BatchStages(decoder, collate, counter.attach, counter.skip)
     dataset = GlobalBatches(order, BatchPlan(rank, world_size, micro_batch_size, max(1, data.num_workers)), stages,
-                            start)
+                            start, data.remote)
     dataset.dropped = dropped
     loader = DataLoader(dataset, batch_size=None, num_workers=data.num_workers, worker_init_fn=_ignore_stop_signals,
                         persistent_workers=data.num_workers > 0, prefetch_factor=4 if data.num_workers else None)
     return ResumableBatches(iter(loader), monitor, order.layout, start, resume)
 
 
-def _global_order(sets: list[ShardSet], seed: int, window: int, dropped: dict[str, int],
+def _global_order(sets: list[ShardSet], seed: int, data: DataConfig, dropped: dict[str, int],
                   texts: TaskTexts | None) -> GlobalOrder:
     """The run's sample order over the training sets; with task texts, only the videos of the task's split
     (decided by key: the hook is asked with no captions)."""
@@ -104,7 +106,11 @@ def _global_order(sets: list[ShardSet], seed: int, window: int, dropped: dict[st
         log.warning("%s: %d sample(s) cut off (truncated shard); they are left out of training", url, count)
 
     keep = (lambda key: texts(key, []) is not None) if texts is not None else None
-    return GlobalOrder([IndexedSet(s.name, s.urls, s.weight, note_dropped, keep) for s in sets], seed, window)
+    files = ShardFiles(data.remote)
+    order = GlobalOrder([IndexedSet(s.name, s.urls, s.weight, note_dropped, keep, files) for s in sets], seed,
+                        data.shuffle_window)
+    files.close()
+    return order
 
 
 class CountedBatches(MonitoredBatches):
@@ -134,32 +140,35 @@ def build_eval_loader(data: DataConfig, tokenizer: PreTrainedTokenizerBase, batc
                       num_clips: int, texts: TaskTexts | None = None) -> MonitoredBatches:
     """Held-out batches with every caption (or every task text), centre crops and centre frames; each sample
     exactly once across ranks and workers, in a fixed order. Iterable again for every evaluation pass."""
-    urls = resolve_shards(data.eval_shards)
+    urls = resolve_shards(data.eval_shards, data.remote)
     collate = Collator(tokenizer, data.max_text_len, num_clips, None, False, WorkerRandom(0, 0, 2))
     monitor = SkipMonitor(data.max_skip_rate, data.skip_rate_warmup, "evaluation data")
-    if _use_dali(data.decoder, texts):
+    if _use_dali(data.decoder, texts, urls):
         from snps3_ds.data.dali.batches import DaliEvalBatches
 
         return MonitoredBatches(DaliEvalBatches(data, urls, collate, batch_size, num_clips), monitor)
     counter = SkipCounter()
     decoder = SampleDecoder(make_decoder(data.decoder), FrameTransform(data.image_size, False).geometry, num_clips,
                             False, WorkerRandom(0, 0, 1), counter, texts)
-    pipeline = eval_stream(urls, handler=counter.shard_handler).compose(
+    pipeline = eval_stream(urls, counter.shard_handler, data.remote).compose(
         wds.map(decoder), wds.select(_is_sample), wds.batched(batch_size, collation_fn=collate, partial=True),
         wds.map(counter.attach))
     return MonitoredBatches(DataLoader(pipeline, batch_size=None, num_workers=data.num_workers), monitor)
 
 
-def _use_dali(decoder: str, texts: TaskTexts | None = None) -> bool:
+def _use_dali(decoder: str, texts: TaskTexts | None = None, urls: list[str] | None = None) -> bool:
     """DALI for `dali`, and for `auto` when a GPU and DALI are both there (DESIGN §3.2).
 
-    The DALI readers do not join downstream-task annotations (yet): `auto` then decodes on the CPU,
-    and an explicit `dali` is an error."""
+    The DALI readers do not join downstream-task annotations (yet) and read local files only: `auto` then
+    decodes on the CPU, and an explicit `dali` is an error."""
+    remote = next((url for url in urls or [] if is_url(url)), None)
     if decoder == "dali":
         if texts is not None:
             raise ValueError("data.decoder=dali does not take downstream-task annotations; use auto, decord or pyav")
+        if remote is not None:
+            raise ValueError(f"data.decoder=dali reads local shards only, got {remote}; use auto, decord or pyav")
         return True
-    if texts is not None:
+    if texts is not None or remote is not None:
         return False
     if decoder != "auto" or not torch.cuda.is_available():
         return False

@@ -12,15 +12,20 @@ import logging
 import tarfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 from snps3_ds.data.batch import VideoTextBatch
-from snps3_ds.data.errors import DataQualityError
+from snps3_ds.data.errors import DataQualityError, RemoteReadError
 
 log = logging.getLogger(__name__)
+
+_ADVICE = "Check the shards with data_prep/verify_shards.py (shards behind URLs: that their server answers)"
 
 
 def shard_error_reason(exn: BaseException) -> str:
     """A counter key for an exception raised while reading a shard."""
+    if isinstance(exn, RemoteReadError):
+        return "remote"
     if isinstance(exn, (tarfile.ReadError, EOFError)) or "unexpected end" in str(exn).lower():
         return "truncated_shard"
     if isinstance(exn, OSError):
@@ -59,6 +64,19 @@ class SkipCounter:
         return batch
 
 
+@dataclass
+class StreamFailure:
+    """What a training reader hands on, in place of a batch, when it cannot fill one (every substitute failed,
+    or its shard server stayed down): why, and the skips it counted, so the trainer's SkipMonitor can judge
+    the whole run's skip rate and stop it with one clear error. A DataLoader worker cannot raise that
+    error itself: its counts would be lost, and torch wraps its exception in the worker's traceback."""
+
+    message: str
+    skipped: dict[str, int] = field(default_factory=dict)
+    stream_position: dict | None = None
+    num_videos: int = 0
+
+
 class SkipMonitor:
     """Sums the skips carried by batches; raises DataQualityError when the rate passes the threshold.
 
@@ -85,20 +103,24 @@ class SkipMonitor:
         row.update({f"data/skipped_{reason}": float(n) for reason, n in sorted(self.skipped.items())})
         return row
 
-    def observe(self, batch: VideoTextBatch) -> VideoTextBatch:
+    def observe(self, batch: VideoTextBatch | StreamFailure) -> VideoTextBatch:
         self.delivered += batch.num_videos
         if batch.skipped:
             self.skipped.update(batch.skipped)
-            self.check()
+        failure = batch.message if isinstance(batch, StreamFailure) else ""
+        if batch.skipped or failure:
+            self.check(failure)
+        if failure:  # the rate is within the limit (or still in warm-up), but the stream cannot go on
+            raise DataQualityError(f"{self.source}: {failure}; skipped so far: {dict(self.skipped)}. {_ADVICE}")
         return batch
 
-    def check(self) -> None:
+    def check(self, failure: str = "") -> None:
         seen = self.delivered + sum(self.skipped.values())
         if seen >= self.warmup and self.skip_rate > self.max_skip_rate:
             raise DataQualityError(
                 f"{self.source}: {sum(self.skipped.values())} of {seen} samples skipped ({self.skip_rate:.1%}), "
-                f"more than data.max_skip_rate={self.max_skip_rate:.1%}; reasons: {dict(self.skipped)}. "
-                f"Check the shards with data_prep/verify_shards.py, or raise data.max_skip_rate.")
+                f"more than data.max_skip_rate={self.max_skip_rate:.1%}; reasons: {dict(self.skipped)}"
+                f"{'; ' + failure if failure else ''}. {_ADVICE}, or raise data.max_skip_rate.")
 
 
 class MonitoredBatches:

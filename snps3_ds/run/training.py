@@ -23,6 +23,7 @@ from torch import nn
 from snps3_ds.config import RunConfig, TrainConfig, to_dict
 from snps3_ds.data.batch import BatchStream
 from snps3_ds.data.decode.sample import TaskTexts
+from snps3_ds.data.errors import DataQualityError
 from snps3_ds.data.loader import StreamPlacement, build_train_loader, training_sets
 from snps3_ds.demo.ensure import ensure_demo_data
 from snps3_ds.engine import rng
@@ -91,6 +92,8 @@ def run_training(job: TrainingJob) -> TrainResult:
         data_error = f"{type(err).__name__}: {err}"
     try:
         result = _train(job, setup, batches, data_error, start)
+    except DataQualityError as err:  # the data (or its server) needs fixing, not the code: the message says what
+        raise SystemExit(f"DataQualityError: {err}") from None  # failed; a traceback would only bury it
     finally:
         if batches is not None:
             batches.close()

@@ -3,7 +3,9 @@
 Random access is what makes the training stream resumable without re-reading consumed samples
 (snps3_ds.data.stream.reader). The offsets come from the DALI `.idx` written beside every shard by the shard
 writer; shards without one (built elsewhere) are indexed once by scanning their tar headers. Samples
-whose bytes reach past the end of the file (a truncated shard) are left out and counted.
+whose bytes reach past the end of the file (a truncated shard) are left out and counted. A shard behind a
+URL is indexed from its `.idx` alone (fetched, plus one byte to learn the tar's length): never scanned,
+never downloaded, so a remote shard needs its `.idx` beside it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from snps3_ds.data.stream.remote import ShardFiles, is_url, sibling
 
 # webdataset's rule: the key is the path up to the first dot of the file name, the rest is the extension.
 _KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)[.]([^/]*)$")
@@ -68,9 +72,9 @@ def _group(url: str, members: list[Member], file_size: int) -> ShardIndex:
     return ShardIndex(url, samples, dropped)
 
 
-def _read_dali_index(idx: Path) -> list[Member]:
+def _read_dali_index(text: str, idx: Path | str) -> list[Member]:
     """Members from a DALI v1.x index: a `v1.x N` line, then one line per sample of `ext offset size name` groups."""
-    lines = idx.read_text(encoding="utf-8").splitlines()
+    lines = text.splitlines()
     if not lines or not lines[0].startswith("v1."):
         raise ValueError(f"{idx}: expected a DALI webdataset index starting with 'v1.x', got {lines[:1]}")
     members = []
@@ -96,14 +100,16 @@ def _scan_tar(url: str) -> tuple[list[Member], bool]:
     return members, True
 
 
-def index_shard(url: str) -> ShardIndex:
+def index_shard(url: str, files: ShardFiles | None = None) -> ShardIndex:
     """The shard's samples in file order, from its `.idx` when present and consistent, else from its headers."""
+    if is_url(url):
+        return _remote_index(url, files or ShardFiles())
     path = Path(url)
     size = path.stat().st_size
     idx = path.with_suffix(".idx")
     if idx.is_file():
         try:
-            index = _group(url, _read_dali_index(idx), size)
+            index = _group(url, _read_dali_index(idx.read_text(encoding="utf-8"), idx), size)
             if not index.samples or _header_names_member(path, index.samples[0].members[0]):
                 return index
         except ValueError:
@@ -124,3 +130,15 @@ def _header_names_member(path: Path, member: Member) -> bool:
         handle.seek(member.offset - _TAR_BLOCK)
         header = handle.read(100)
     return header.rstrip(b"\0").decode("utf-8", "replace") == member.name
+
+
+def _remote_index(url: str, files: ShardFiles) -> ShardIndex:
+    """A remote shard's samples from its `.idx`, trusted as written (the shard writer writes it before the tar)."""
+    idx = sibling(url, ".idx")
+    try:
+        text = files.read_all(idx).decode("utf-8")
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{url}: no index at {idx}; shards behind URLs are read by offset and need the DALI "
+                                f"index beside each tar (data_prep/build_shards.py writes it; for other tars run "
+                                f"`wds2idx X.tar X.idx` and upload it)") from err
+    return _group(url, _read_dali_index(text, idx), files.size(url))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 import random
 from collections import OrderedDict
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from typing import Any
 from snps3_ds.data.errors import DataQualityError
 from snps3_ds.data.seeds import stream_seed
 from snps3_ds.data.stream.index import ShardIndex, index_shard
+from snps3_ds.data.stream.remote import ShardFiles, is_url
 
 PICK_BLOCK = 1024  # positions whose set picks come from one generator (counter-based, in blocks)
 
@@ -56,11 +58,10 @@ class IndexedSet:
     """One training set: its shards' indexes (only the samples `keep` accepts) and its epoch orders."""
 
     def __init__(self, name: str, urls: list[str], weight: float, on_dropped: Callable[[str, int], None],
-                 keep: Callable[[str], bool] | None = None) -> None:
+                 keep: Callable[[str], bool] | None = None, files: ShardFiles | None = None) -> None:
         self.name, self.weight = name, weight
         self.shards: list[ShardIndex] = []
-        for url in urls:
-            shard = index_shard(url)
+        for shard in _indexed(urls, files or ShardFiles()):
             if shard.dropped:
                 on_dropped(shard.url, shard.dropped)
             if keep is not None:
@@ -103,6 +104,15 @@ class IndexedSet:
             while len(self._epochs) > 2:
                 self._epochs.popitem(last=False)
         return self._epochs[epoch]
+
+
+def _indexed(urls: list[str], files: ShardFiles) -> list[ShardIndex]:
+    """Every shard's index, in order; remote ones fetched by a few threads at once, since each costs a round
+    trip (a thousand shards on S3 would otherwise take minutes)."""
+    if not any(is_url(url) for url in urls):
+        return [index_shard(url, files) for url in urls]
+    with ThreadPoolExecutor(max_workers=min(8, len(urls))) as pool:  # within urllib3's 10 connections per host
+        return list(pool.map(lambda url: index_shard(url, files), urls))
 
 
 class GlobalOrder:
