@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from debian_packages import require_programs
+
 from conftest import REPO
 from launching import DEEPSPEED, launch_env
 
@@ -47,22 +49,8 @@ class Node:
 
 
 def require_tools() -> None:
-    """Install openssh-server and pdsh with apt when missing (root with apt-get); otherwise skip with the reason."""
-    missing = [name for name, path in TOOLS.items() if not shutil.which(path)]
-    if missing:
-        if os.geteuid() != 0 or not shutil.which("apt-get"):
-            pytest.skip(f"needs {', '.join(missing)} (Debian packages {' '.join(PACKAGES)}); not root with apt-get "
-                        f"to install them")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES]
-        if subprocess.run(install, env=env, capture_output=True, timeout=600).returncode != 0:
-            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
-            done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
-            if done.returncode != 0:
-                pytest.skip(f"could not install {' '.join(PACKAGES)} with apt-get: {done.stderr[-500:]}")
-        missing = [name for name, path in TOOLS.items() if not shutil.which(path)]
-        if missing:
-            pytest.skip(f"{', '.join(missing)} still missing after installing {' '.join(PACKAGES)}")
+    """openssh-server and pdsh, installed with apt when missing (tests/debian_packages.py); then root for the namespaces."""
+    require_programs(TOOLS, PACKAGES)
     if os.geteuid() != 0:
         pytest.skip("network namespaces and a second sshd need root")
 

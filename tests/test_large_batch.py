@@ -66,7 +66,7 @@ def _losses(params: Path) -> list[float]:
 
 
 @pytest.mark.slow
-def test_large_batch_global_negatives_two_ranks_accumulating_equal_one_batch_of_16(tmp_path: Path) -> None:
+def test_large_batch_accumulation_zero2_two_ranks_global_negatives_equal_one_batch_of_16(tmp_path: Path) -> None:
     """2 ranks x micro 4 x accumulation 2 (ZeRO-2, fp32) with global negatives end where one process with
     batch 16 ends (4 optimiser steps, dropout off: one batch of 16 and micro-batches of 4 cannot draw the same
     dropout masks); the same run with per-micro-batch negatives does not."""

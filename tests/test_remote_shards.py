@@ -6,7 +6,6 @@ a clear error. Select with `pytest -k remote_shards`."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 import torch
 
 from conftest import REPO, TINY_RECIPE
+from debian_packages import require_programs
 from shard_factory import data_config
 from snps3_ds.config import MaskingConfig, RemoteShardsConfig
 from snps3_ds.data.errors import DataQualityError
@@ -33,22 +33,7 @@ _LOG_FORMAT = "$request_method $uri $status $body_bytes_sent range=$http_range"
 
 def _nginx_binary() -> str:
     """nginx from Debian, installed when missing (we are root in CI); a skip with the reason otherwise."""
-    def found() -> str | None:
-        return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
-
-    if found():
-        return found()
-    if os.geteuid() != 0:
-        pytest.skip("nginx is not installed, and installing it (apt-get install -y nginx) needs root")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "install", "-y", "nginx"], ["apt-get", "update"], ["apt-get", "install", "-y", "nginx"]):
-        try:
-            subprocess.run(cmd, env=env, capture_output=True, timeout=600, check=False)
-        except (OSError, subprocess.TimeoutExpired) as err:
-            pytest.skip(f"nginx is not installed and `{' '.join(cmd)}` failed: {err}")
-        if found():
-            return found()
-    pytest.skip("nginx is not installed and `apt-get install -y nginx` did not install it")
+    return require_programs({"nginx": "nginx"}, ["nginx"])["nginx"]
 
 
 @dataclass
@@ -275,8 +260,9 @@ def test_remote_shards_fsspec_schemes_and_a_missing_package(tiny_corpus: Path, t
     import fsspec
 
     memory = fsspec.filesystem("memory")
-    for path in tiny_corpus.iterdir():
-        memory.pipe_file(f"/remote_shards/{path.name}", path.read_bytes())
+    for path in tiny_corpus.iterdir():  # the shards and their indexes (other tests add folders beside them)
+        if path.is_file():
+            memory.pipe_file(f"/remote_shards/{path.name}", path.read_bytes())
     local, _ = _train_batches(data_config(train_shards=[str(tiny_corpus / "train")]), tokenizer, 3)
     spec = "memory://remote_shards/train-{000000..000002}.tar"
     got, _ = _train_batches(data_config(train_shards=[spec], remote=FAST), tokenizer, 3)

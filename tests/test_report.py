@@ -9,8 +9,6 @@ Chromium is installed with apt when missing and we are root; otherwise the brows
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from safetensors.torch import save_file
 
 from cdp_pipe import Chromium, find_chromium
 from conftest import TINY_RECIPE, tiny_overrides
+from debian_packages import require_programs
 from snps3_ds.config import RunConfig
 from snps3_ds.downstream.annotations import Annotation, write_annotation
 from snps3_ds.models.factory import build_model
@@ -68,26 +67,10 @@ PAGE_STATE = """(() => ({
 }))()"""
 
 
-def install_chromium() -> str | None:
-    """apt-get install chromium (refreshing the package lists once if the first try fails); None if impossible."""
-    if os.geteuid() != 0:
-        return None
-    install = ["apt-get", "install", "-y", "-o", "DPkg::Lock::Timeout=300", "chromium"]
-    for attempt in range(2):
-        if subprocess.run(install, capture_output=True, timeout=900).returncode == 0:
-            break
-        if attempt == 0:
-            subprocess.run(["apt-get", "update"], capture_output=True, timeout=600)
-    return find_chromium()
-
-
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    binary = find_chromium() or install_chromium()
-    if binary is None:
-        reason = "not root, so it cannot be installed" if os.geteuid() != 0 else "apt-get install chromium failed"
-        pytest.skip(f"no Chromium on this machine ({reason}); the gallery tests need a real browser")
-    return binary
+    """Debian's chromium, installed when missing (tests/debian_packages.py)."""
+    return find_chromium() or require_programs({"chromium": "chromium"}, ["chromium"])["chromium"]
 
 
 def run_evaluation(corpus: Path, tmp_path: Path, annotation: Annotation, *args: str) -> tuple[dict, Path]:
