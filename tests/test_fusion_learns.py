@@ -31,7 +31,7 @@ PAIRS, MAX_STEPS, TARGET = 8, 200, 0.1
 # negative per side, 3 fused pairs per sample rather than 8: the test's cost) and VTM with random negatives.
 FUSION_ONLY = ["objectives.contrastive=0", "objectives.mlm=0", "objectives.lvwm=0", "objectives.level2=1",
                "objectives.level2_hard_negatives=1", "objectives.vtm=1", "objectives.vtm_negatives=random",
-               "masking.kind=mlm", "data.num_workers=0"]  # no masked-token term: no significance table needed
+               "masking.kind=mlm", "masking.significance_dir=null", "data.num_workers=0"]  # no masked-token term: no significance table needed
 
 
 def scene_signatures(corpus: Path, split: str) -> dict[str, str]:
