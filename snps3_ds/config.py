@@ -185,9 +185,10 @@ class ObjectivesConfig:
     level2_hard_negatives: int = 0
     """0: score all local pairs (the reference). k > 0: per sample, the positive plus k hard videos and k hard
     captions mined from the global level-1 similarities (any rank's), so the cost is linear in the batch."""
-    level2_negatives: Literal["hard", "random"] = "hard"
-    """How the k level-2 negatives are chosen: the hardest under level 1, or k random others of the global batch
-    (uniform; token-identical captions excluded). On the demo the hardest ones are, early on, the pairs the
+    level2_negatives: Literal["hard", "random", "sampled"] = "hard"
+    """How the k level-2 negatives are chosen: the hardest under level 1, k random others of the global batch
+    (uniform), or k drawn with probability softmax(level-1 scores) (ALBEF's sampling); token-identical captions
+    are always excluded. On the demo the hardest ones are, early on, the pairs the
     dual encoder confuses (a third share the positive's colour and shape, against 6% of random ones), and a
     fusion scorer that starts untrained stays at ln 3 on them (README "The fusion scorer on the demo")."""
     fusion_samples: int = 0

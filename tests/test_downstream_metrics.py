@@ -107,6 +107,19 @@ def test_metrics_rerank_reorders_only_within_top_k() -> None:
     assert k2.t2v[0].argsort(descending=True)[:2].tolist() == [1, 0]  # the top 2 re-ordered by fusion
 
 
+def test_metrics_rerank_joint_orders_top_k_by_dual_plus_fusion() -> None:
+    dual = torch.tensor([[3.0, 2.0, 1.0, 0.0]])  # one text; video 1 is its truth
+    truth = torch.tensor([[False, True, False, False]])
+    fusion = {(0, 0): 0.0, (0, 1): 0.5, (0, 2): 5.0, (0, 3): 9.0}
+    out = rerank(dual, 3, _scorer(fusion, []))
+    assert out.t2v[0].argsort(descending=True).tolist() == [2, 1, 0, 3]  # fusion alone: 5 > 0.5 > 0
+    assert out.joint_t2v[0].argsort(descending=True).tolist() == [2, 0, 1, 3]  # 6 > 3 > 2.5; 3 stays out
+    assert query_ranks(out.joint_t2v, truth).tolist() == [3]
+    weak = rerank(dual, 3, _scorer({(0, 0): 0.0, (0, 1): 1.5, (0, 2): 0.0, (0, 3): 0.0}, []))
+    assert query_ranks(weak.joint_t2v, truth).tolist() == [1]  # 3.5 > 3: a weak fusion vote tips a near tie
+    assert torch.isfinite(out.joint_v2t).all()
+
+
 def test_metrics_rerank_video_queries_and_exhaustive() -> None:
     dual = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3]])  # 3 texts, 2 videos; text 2 describes video 1
     truth = torch.tensor([[True, False], [True, False], [False, True]])

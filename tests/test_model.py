@@ -305,6 +305,25 @@ def test_model_level2_random_negatives_are_distinct_and_never_blocked() -> None:
         mining_scores(similarity, "easiest")
 
 
+def test_model_level2_sampled_negatives_follow_the_level1_softmax() -> None:
+    """sampled: the first negative of text 0 is drawn with probability softmax(similarity) over its non-blocked
+    videos (Gumbel top-k), so frequencies match it and every candidate but the blocked ones is drawn."""
+    from snps3_ds.objectives.matching import mine_hard_negatives, mining_scores
+
+    similarity = torch.tensor([[5.0, 2.0, 1.0, 0.0, 1.0]]).expand(5, -1).clone()  # text 0's truth is video 0
+    same = torch.zeros(5, 5, dtype=torch.bool)
+    same[0, 4] = same[4, 0] = True  # caption 4 is token-identical to caption 0: video 4 never a negative
+    generator, draws = torch.Generator().manual_seed(0), 4000
+    counts = torch.zeros(5)
+    for _ in range(draws):
+        mined = mine_hard_negatives(mining_scores(similarity, "sampled", generator), torch.arange(5), 2, same)
+        assert len(set(mined.videos[0].tolist())) == 2 and not {0, 4} & set(mined.videos[0].tolist())
+        counts[mined.videos[0, 0]] += 1
+    expected = torch.softmax(torch.tensor([2.0, 1.0, 0.0]), dim=0)
+    assert counts[0] == counts[4] == 0
+    assert torch.allclose(counts[1:4] / draws, expected, atol=0.03), (counts / draws).tolist()
+
+
 def test_model_fusion_samples_refuse_step_negatives() -> None:
     cfg, _, model = _tiny("objectives.level2=1", "objectives.fusion_samples=2", "objectives.negatives=step")
     with pytest.raises(ValueError, match="fusion_samples needs micro-batch negatives"):

@@ -2,7 +2,10 @@
 
 The dual encoder ranks every text-video pair cheaply; the fusion pass (cross-encoder + similarity_dense)
 is far more expensive, so by default it only re-orders each query's top-k candidates (DESIGN §4.4). The
-reference scores all N x M pairs; `fusion_matrix` does that for faithfulness. Pairs are cut into fixed
+reference scores all N x M pairs; `fusion_matrix` does that for faithfulness. Re-ranking reports two
+orders of the top-k: by the fusion logit alone (the paper's protocol) and by the joint score, dual + fusion
+logit (ALBEF's and BLIP's re-ranking: both are logits of softmax objectives, so their sum is a product of
+the two experts and the dual encoder's evidence is kept instead of replaced). Pairs are cut into fixed
 chunks and chunk c is scored by rank c % world_size, so each chunk holds the same pairs whatever the world
 size and 2 ranks reproduce 1 rank's scores.
 """
@@ -77,9 +80,11 @@ def rerank_matrix(dual: torch.Tensor, fusion: torch.Tensor, chosen: torch.Tensor
 
 @dataclass
 class Reranked:
-    t2v: torch.Tensor  # [N, B] text queries over videos
+    t2v: torch.Tensor  # [N, B] text queries over videos, top-k ordered by the fusion logit
     v2t: torch.Tensor  # [B, N] video queries over texts
     pairs: int  # fusion passes run (union of both directions' candidates)
+    joint_t2v: torch.Tensor | None = None  # [N, B] top-k ordered by dual + fusion logit
+    joint_v2t: torch.Tensor | None = None  # [B, N]
 
 
 def rerank(dual: torch.Tensor, k: int, score_pairs: PairScorer) -> Reranked:
@@ -94,8 +99,10 @@ def rerank(dual: torch.Tensor, k: int, score_pairs: PairScorer) -> Reranked:
     texts, videos = (t2v_chosen | v2t_chosen).nonzero(as_tuple=True)
     fusion = torch.full_like(dual, float("nan"), dtype=torch.float32)
     fusion[texts, videos] = score_pairs(texts, videos)
-    return Reranked(rerank_matrix(dual.float(), fusion, t2v_chosen),
-                    rerank_matrix(dual.T.float(), fusion.T, v2t_chosen.T), len(texts))
+    dual = dual.float()
+    joint = dual + fusion  # NaN outside the candidates, which rerank_matrix never reads
+    return Reranked(rerank_matrix(dual, fusion, t2v_chosen), rerank_matrix(dual.T, fusion.T, v2t_chosen.T),
+                    len(texts), rerank_matrix(dual, joint, t2v_chosen), rerank_matrix(dual.T, joint.T, v2t_chosen.T))
 
 
 def fusion_matrix(num_texts: int, num_videos: int, score_pairs: PairScorer) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """Multi-choice QA evaluation: the best of each question's options under the fusion scorer (the paper's
-zero-shot protocol from a retrieval model) and, as a second reading, under the dual encoder.
+zero-shot protocol from a retrieval model) and, as second and third readings, under the dual encoder and
+under the joint score dual + fusion logit (as the joint re-ranking in evaluation/fusion.py).
 
 The eval loader carries each question's options as consecutive texts of its video with labels 1/0
 (snps3_ds.downstream.texts). Each rank scores its part; per-question records are gathered and sorted by
@@ -28,7 +29,7 @@ OPTIONS = 5
 @dataclass
 class MCResult:
     metrics: dict[str, float]
-    records: list[dict]  # per question: video, question, right (fusion), right_dual, choice (fusion argmax)
+    records: list[dict]  # per question: video, question, right (fusion), right_dual, right_joint, choice (fusion)
 
 
 def score_questions(model: SNPModel, batches: Iterable[VideoTextBatch], temperature: float,
@@ -44,19 +45,21 @@ def score_questions(model: SNPModel, batches: Iterable[VideoTextBatch], temperat
             require_finite(dual, "multi-choice dual-encoder scores")
             right = choice_correct(fusion, labels, options).tolist()
             right_dual = choice_correct(dual, labels, options).tolist()
+            right_joint = choice_correct(dual + fusion, labels, options).tolist()
             choice = fusion.view(-1, options).argmax(dim=1).tolist()
             owners = batch.text_video_index.cpu()
             orders = text_order(owners)
             for q in range(len(right)):  # the first option of question q is text q * options
                 first = q * options
                 records.append({"video": batch.keys[int(owners[first])], "question": int(orders[first]) // options,
-                                "right": right[q], "right_dual": right_dual[q], "choice": choice[q]})
+                                "right": right[q], "right_dual": right_dual[q], "right_joint": right_joint[q],
+                                "choice": choice[q]})
     return records
 
 
 def evaluate_mcqa(model: SNPModel, batches: Iterable[VideoTextBatch], temperature: float, split: str,
                   num_clips: int | None, ctx: EvalContext = EvalContext()) -> MCResult:
-    """`<split>/mc/acc@<clips>clips` (fusion), `<split>/mc/acc_dual@<clips>clips` and the question count.
+    """`<split>/mc/acc@<clips>clips` (fusion), `mc/acc_dual@..`, `mc/acc_joint@..` and the question count.
     Call on every rank; every rank gets the same result."""
     local = score_questions(model, batches, temperature, ctx)
     records = sorted((r for part in gather_objects(local, ctx.world_size) for r in part),
@@ -67,6 +70,8 @@ def evaluate_mcqa(model: SNPModel, batches: Iterable[VideoTextBatch], temperatur
     metrics = {
         metric_key(split, "mc/acc", num_clips): choice_accuracy(torch.tensor([r["right"] for r in records])),
         metric_key(split, "mc/acc_dual", num_clips): choice_accuracy(torch.tensor([r["right_dual"] for r in records])),
+        metric_key(split, "mc/acc_joint", num_clips):
+            choice_accuracy(torch.tensor([r["right_joint"] for r in records])),
         metric_key(split, "mc/num_questions"): float(len(records)),
     }
     return MCResult(metrics, records)

@@ -74,6 +74,8 @@ def score_retrieval(model: SNPModel, feats: EvalFeatures, temperature: float, op
         reranked = rerank(dual, options.rerank_k, scorer)
         metrics.update(named(two_way_metrics(reranked.t2v, reranked.v2t, truth), options.split, options.num_clips,
                              "rerank"))
+        metrics.update(named(two_way_metrics(reranked.joint_t2v, reranked.joint_v2t, truth), options.split,
+                             options.num_clips, "rerank_joint"))
         metrics[metric_key(options.split, "rerank/k")] = float(options.rerank_k)
         headline, variant = reranked.t2v, "rerank"
     metrics[metric_key(options.split, "num_videos")] = float(feats.num_videos)

@@ -59,18 +59,27 @@ def mine_hard_negatives(similarity: torch.Tensor, rows: torch.Tensor, k: int,
     return HardNegatives(videos, texts, video_scores > float("-inf"), text_scores > float("-inf"))
 
 
+NEGATIVE_KINDS = ("hard", "random", "sampled")
+
+
 def check_negatives(negatives: str) -> None:
-    if negatives not in ("hard", "random"):
-        raise ValueError(f"objectives.level2_negatives: expected 'hard' or 'random', got {negatives!r}")
+    if negatives not in NEGATIVE_KINDS:
+        raise ValueError(f"objectives.level2_negatives: expected one of {', '.join(NEGATIVE_KINDS)}, got {negatives!r}")
 
 
 def mining_scores(similarity: torch.Tensor, negatives: str, generator: torch.Generator | None = None) -> torch.Tensor:
-    """What `mine_hard_negatives` ranks by: the level-1 similarity (hard), or uniform random scores of the same
-    shape (random: its top-k are k random distinct candidates, blocked pairs still excluded)."""
+    """What `mine_hard_negatives` ranks by: the level-1 similarity (hard), uniform random scores of the same
+    shape (random: its top-k are k random distinct candidates), or the similarity plus Gumbel noise (sampled:
+    its top-k are k distinct draws with probability softmax(similarity), ALBEF's hard-negative sampling, so a
+    candidate the dual encoder rates likely is drawn often but never always). Blocked pairs stay excluded."""
     if negatives == "hard":
         return similarity
     check_negatives(negatives)
-    return torch.rand(similarity.shape, generator=generator, device=similarity.device)
+    uniform = torch.rand(similarity.shape, generator=generator, device=similarity.device)
+    if negatives == "random":
+        return uniform
+    gumbel = -torch.log(-torch.log(uniform.clamp(1e-12, 1.0 - 1e-7)))
+    return upcast(similarity) + gumbel
 
 
 def mil_nce_all_pairs(scores: torch.Tensor) -> torch.Tensor:
