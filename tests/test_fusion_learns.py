@@ -27,11 +27,13 @@ from snps3_ds.tasks.pretrain import PretrainTask
 from conftest import REPO, tiny_overrides
 
 PAIRS, MAX_STEPS, TARGET = 8, 200, 0.1
-# Only the fusion objectives: level 2 with the demo fine-tune's candidate set (the positive and one hard
-# negative per side, 3 fused pairs per sample rather than 8: the test's cost) and VTM with random negatives.
+# Only the fusion objectives: level 2 with the demo fine-tune's candidate count (the positive and one negative
+# per side, 3 fused pairs per sample rather than 8: the test's cost; here the hardest, the harder case on one
+# fixed batch) and VTM with random negatives.
+# No masked-token term, so no significance table either (a clean clone has no data/demo).
 FUSION_ONLY = ["objectives.contrastive=0", "objectives.mlm=0", "objectives.lvwm=0", "objectives.level2=1",
                "objectives.level2_hard_negatives=1", "objectives.vtm=1", "objectives.vtm_negatives=random",
-               "masking.kind=mlm", "masking.significance_dir=null", "data.num_workers=0"]  # no masked-token term: no significance table needed
+               "masking.kind=mlm", "masking.significance_dir=null", "data.num_workers=0"]
 
 
 def scene_signatures(corpus: Path, split: str) -> dict[str, str]:

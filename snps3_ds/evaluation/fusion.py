@@ -82,9 +82,9 @@ def rerank_matrix(dual: torch.Tensor, fusion: torch.Tensor, chosen: torch.Tensor
 class Reranked:
     t2v: torch.Tensor  # [N, B] text queries over videos, top-k ordered by the fusion logit
     v2t: torch.Tensor  # [B, N] video queries over texts
+    joint_t2v: torch.Tensor  # [N, B] top-k ordered by dual + fusion logit
+    joint_v2t: torch.Tensor  # [B, N]
     pairs: int  # fusion passes run (union of both directions' candidates)
-    joint_t2v: torch.Tensor | None = None  # [N, B] top-k ordered by dual + fusion logit
-    joint_v2t: torch.Tensor | None = None  # [B, N]
 
 
 def rerank(dual: torch.Tensor, k: int, score_pairs: PairScorer) -> Reranked:
@@ -102,7 +102,7 @@ def rerank(dual: torch.Tensor, k: int, score_pairs: PairScorer) -> Reranked:
     dual = dual.float()
     joint = dual + fusion  # NaN outside the candidates, which rerank_matrix never reads
     return Reranked(rerank_matrix(dual, fusion, t2v_chosen), rerank_matrix(dual.T, fusion.T, v2t_chosen.T),
-                    len(texts), rerank_matrix(dual, joint, t2v_chosen), rerank_matrix(dual.T, joint.T, v2t_chosen.T))
+                    rerank_matrix(dual, joint, t2v_chosen), rerank_matrix(dual.T, joint.T, v2t_chosen.T), len(texts))
 
 
 def fusion_matrix(num_texts: int, num_videos: int, score_pairs: PairScorer) -> torch.Tensor:

@@ -64,7 +64,8 @@ NEGATIVE_KINDS = ("hard", "random", "sampled")
 
 def check_negatives(negatives: str) -> None:
     if negatives not in NEGATIVE_KINDS:
-        raise ValueError(f"objectives.level2_negatives: expected one of {', '.join(NEGATIVE_KINDS)}, got {negatives!r}")
+        raise ValueError(f"objectives.level2_negatives: expected one of {', '.join(NEGATIVE_KINDS)}, "
+                         f"got {negatives!r}")
 
 
 def mining_scores(similarity: torch.Tensor, negatives: str, generator: torch.Generator | None = None) -> torch.Tensor:
