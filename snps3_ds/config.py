@@ -191,6 +191,10 @@ class ObjectivesConfig:
     are always excluded. On the demo the hardest ones are, early on, the pairs the
     dual encoder confuses (a third share the positive's colour and shape, against 6% of random ones), and a
     fusion scorer that starts untrained stays at ln 3 on them (README "The fusion scorer on the demo")."""
+    level2_hard_from_step: int = 0
+    """A curriculum (0: off): with level2_negatives random or sampled, from this optimiser step on (1-based)
+    the k hardest instead. An untrained fusion scorer learns to read the clips on random negatives, then the
+    distinctions top-k re-ranking needs on the hardest (README "The fusion scorer on the demo")."""
     fusion_samples: int = 0
     """Level 2 and VTM on the first m samples of each micro-batch only (0: all). Their fusion passes cost
     1 + 2k (level 2) and 1 (VTM) BERT passes per sample; on m of B samples they cost m / B of that.

@@ -266,6 +266,52 @@ def test_fidelity_moco_momentum_updates_once_per_optimiser_step(tmp_path, negati
     assert int(task.moco.text_ptr) == 2 * 3 * 4 % 16  # every micro-batch's keys were enqueued once
 
 
+@pytest.mark.parametrize("negatives", ["micro", "step"])
+def test_model_level2_curriculum_switches_to_hard_negatives_at_its_step(tmp_path, monkeypatch, negatives: str
+                                                                         ) -> None:
+    """objectives.level2_hard_from_step=3: steps 1-2 mine level-2 negatives at random, steps 3 on the hardest,
+    through the trainer's optimiser step (plain and two-pass); a task built at resume follows the step alone."""
+    import json
+
+    import snps3_ds.objectives.matching as matching
+    import snps3_ds.tasks.planned as planned
+    from snps3_ds.config import OptimConfig
+    from snps3_ds.engine.ds_config import load_ds_config
+    from snps3_ds.engine.steps import StepRequest, optimiser_step
+    from snps3_ds.engine.torch_engine import TorchEngine
+    from snps3_ds.processes import Processes
+
+    kinds: list[str] = []
+    for module in (matching, planned):
+        original = module.mining_scores
+        monkeypatch.setattr(module, "mining_scores",
+                            lambda sim, kind, *rest, f=original: (kinds.append(kind), f(sim, kind, *rest))[1])
+    overrides = ("objectives.level2=1", "objectives.level2_hard_negatives=1", "objectives.level2_negatives=random",
+                 "objectives.level2_hard_from_step=3", f"objectives.negatives={negatives}")
+    cfg, tokenizer, model = _tiny(*overrides)
+    ds = tmp_path / "ds.json"
+    ds.write_text(json.dumps({"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 2}))
+    batch = _lvwm_batch(cfg, tokenizer)
+
+    def run(task: PretrainTask, steps: range) -> list[list[str]]:
+        engine = TorchEngine(task, load_ds_config(ds), OptimConfig(), 10, set(),
+                             Processes(0, 1, 1, torch.device("cpu")))
+        per_step = []
+        for step in steps:
+            kinds.clear()
+            outcome = optimiser_step(StepRequest(engine, lambda: batch, seed=0, step=step))
+            assert outcome.stepped and all(torch.isfinite(out.loss) for out in outcome.outputs)
+            per_step.append(sorted(set(kinds)))
+        return per_step
+
+    assert run(PretrainTask(model, cfg.objectives, cfg.model), range(1, 5)) == [["random"]] * 2 + [["hard"]] * 2
+    assert run(PretrainTask(model, cfg.objectives, cfg.model), range(4, 5)) == [["hard"]]  # resumed at step 4
+    for bad in (("objectives.level2_negatives=hard",), ("objectives.level2_hard_from_step=-1",)):
+        cfg, _, model = _tiny(*overrides, *bad)
+        with pytest.raises(ValueError, match="level2_hard_from_step"):
+            PretrainTask(model, cfg.objectives, cfg.model)
+
+
 def test_model_fusion_samples_train_level2_and_vtm_on_the_first_samples_only() -> None:
     """fusion_samples=2 of 4: level 2 and VTM equal those of the 2-sample batch (same seeds); other terms see 4."""
     fusion = ("objectives.contrastive=0", "objectives.mlm=0", "objectives.lvwm=0", "objectives.level2=1",

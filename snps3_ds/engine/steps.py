@@ -10,7 +10,8 @@ a boundary, so relying on a counter that a skipped micro-batch shifts would drop
 Plain: micro-batch after micro-batch; one that is not finite on any rank is skipped by every rank and
 replaced by the next one. Planned (snps3_ds.tasks.base.StepPlanningTask): the step's k micro-batches are
 fetched first; pass 1 (no gradient) and the task's plan; a plan whose losses are not finite on any rank skips
-the whole step on every rank; then pass 2 with the plan.
+the whole step on every rank; then pass 2 with the plan. A task with a schedule over steps
+(snps3_ds.tasks.base.StepScheduledTask) is told the step first.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from snps3_ds.data.batch import VideoTextBatch
 from snps3_ds.data.seeds import stream_seed
 from snps3_ds.engine.base import Engine
 from snps3_ds.engine.faults import agree_any, nonfinite_terms
-from snps3_ds.tasks.base import StepPlanningTask, TaskOutput
+from snps3_ds.tasks.base import StepPlanningTask, StepScheduledTask, TaskOutput
 
 Trace = Callable[[int, VideoTextBatch, TaskOutput, bool], None]  # (micro, batch, output, skipped)
 
@@ -129,4 +130,7 @@ def planned_step(request: StepRequest) -> StepOutcome:
 
 
 def optimiser_step(request: StepRequest) -> StepOutcome:
+    module = request.engine.module
+    if isinstance(module, StepScheduledTask):
+        module.begin_step(request.step)
     return planned_step(request) if plans_steps(request.engine) else plain_step(request)

@@ -45,3 +45,14 @@ class StepPlanningTask(Protocol):
     def describe_step(self, micro: int, grad_accum: int, world: int, clips: int) -> str:
         """One line for the run's start: what a step's objectives see."""
         ...
+
+
+@runtime_checkable
+class StepScheduledTask(Protocol):
+    """A task whose objectives change with the optimiser step (a curriculum): the trainer tells it the step
+    before the step's first micro-batch, on every rank and also right after a resume, so what it does is a
+    function of the step alone and a resumed run continues the same schedule."""
+
+    def begin_step(self, step: int) -> None:
+        """`step`: the optimiser step about to be made, 1-based."""
+        ...

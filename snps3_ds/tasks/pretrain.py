@@ -70,6 +70,11 @@ class PretrainTask(PlannedSteps, nn.Module):
                                          objectives.contrastive_momentum, rank, world_size)
         self.level2 = CrossMatchingLoss(objectives.level2_hard_negatives, rank, world_size,
                                         objectives.level2_negatives)
+        self.level2_negatives, self.level2_hard_from_step = objectives.level2_negatives, objectives.level2_hard_from_step
+        if self.level2_hard_from_step < 0 or (self.level2_hard_from_step and objectives.level2_negatives == "hard"):
+            raise ValueError(f"objectives.level2_hard_from_step: expected 0 (off) or a step >= 1 with "
+                             f"level2_negatives random or sampled, got {self.level2_hard_from_step} with "
+                             f"{objectives.level2_negatives!r}")
         self.vtm = VTMLoss(objectives.vtm_negatives, rank, world_size)
         self.lvwm = LVWMLoss(objectives.lvwm_temperature, rank, world_size)
         hard_l2 = "level2" in self.weights and objectives.level2_hard_negatives > 0
@@ -90,6 +95,11 @@ class PretrainTask(PlannedSteps, nn.Module):
     def load_rng_state(self, state: dict) -> None:
         if self.attentive is not None and "attentive" in state:
             self.attentive.load_state_dict(state["attentive"])
+
+    def begin_step(self, step: int) -> None:
+        """The level-2 curriculum (objectives.level2_hard_from_step): the k hardest negatives from that step on."""
+        hard = self.level2_hard_from_step and step >= self.level2_hard_from_step
+        self.level2.negatives = "hard" if hard else self.level2_negatives
 
     def plans_steps(self, grad_accum: int) -> bool:
         """Two-pass optimiser steps: with negatives=step, or auto and gradient accumulation; only when a
