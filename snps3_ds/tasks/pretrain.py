@@ -70,7 +70,8 @@ class PretrainTask(PlannedSteps, nn.Module):
                                          objectives.contrastive_momentum, rank, world_size)
         self.level2 = CrossMatchingLoss(objectives.level2_hard_negatives, rank, world_size,
                                         objectives.level2_negatives)
-        self.level2_negatives, self.level2_hard_from_step = objectives.level2_negatives, objectives.level2_hard_from_step
+        self.level2_negatives = objectives.level2_negatives  # what begin_step restores before the curriculum's step
+        self.level2_hard_from_step = objectives.level2_hard_from_step
         if self.level2_hard_from_step < 0 or (self.level2_hard_from_step and objectives.level2_negatives == "hard"):
             raise ValueError(f"objectives.level2_hard_from_step: expected 0 (off) or a step >= 1 with "
                              f"level2_negatives random or sampled, got {self.level2_hard_from_step} with "
