@@ -25,6 +25,8 @@ test: $(STAMP)
 # pre-training on the CPU -> retrieval again, printed beside the first. Precision: bf16 where the CPU computes
 # it natively (AVX512_BF16/AMX) or on a GPU, else fp32 (launch/pick_ds_config.py says which and why).
 DEMO_DS_CONFIGS := ds_configs/zero2.json ds_configs/zero2_fp32.json
+# demo-tasks' fine-tunes pick theirs the same way.
+DEMO_DS = $$($(PY) launch/pick_ds_config.py $(DEMO_DS_CONFIGS))
 # `make demo demo-tasks DEMO_SEED=1`: the same chain with another seed (pre-training and both fine-tunes).
 DEMO_SEED ?=
 SEED_ARG = $(if $(DEMO_SEED),train.seed=$(DEMO_SEED))
@@ -32,7 +34,7 @@ demo: $(STAMP)
 	rm -rf $(DEMO)
 	$(PY) launch/evaluate.py --config launch/recipes/demo.yaml --out $(DEMO)/eval_before.json
 	PATH=$(abspath $(VENV))/bin:$$PATH deepspeed --num_gpus 2 launch/pretrain.py \
-		--config launch/recipes/demo.yaml --ds_config $$($(PY) launch/pick_ds_config.py $(DEMO_DS_CONFIGS)) $(SEED_ARG)
+		--config launch/recipes/demo.yaml --ds_config $(DEMO_DS) $(SEED_ARG)
 	$(PY) launch/evaluate.py --config launch/recipes/demo.yaml --checkpoint $(DEMO)/checkpoints \
 		--baseline $(DEMO)/eval_before.json --out $(DEMO)/eval_after.json
 
@@ -51,9 +53,9 @@ demo-tasks: $(STAMP)
 		--annotation $(TASKS)/qa_test.json --qa-zero-shot --out $(FT)/zs_qa.json
 	$(PY) launch/evaluate.py --config launch/recipes/demo_ft_retrieval.yaml --checkpoint $(DEMO)/checkpoints \
 		--annotation $(TASKS)/mc_test.json --out $(FT)/zs_mc.json
-	$(DS2) launch/finetune.py --config launch/recipes/demo_ft_retrieval.yaml --ds_config ds_configs/zero2.json \
+	$(DS2) launch/finetune.py --config launch/recipes/demo_ft_retrieval.yaml --ds_config $(DEMO_DS) \
 		--init $(DEMO)/checkpoints $(SEED_ARG)
-	$(DS2) launch/finetune.py --config launch/recipes/demo_ft_qa.yaml --ds_config ds_configs/zero2.json \
+	$(DS2) launch/finetune.py --config launch/recipes/demo_ft_qa.yaml --ds_config $(DEMO_DS) \
 		--init $(DEMO)/checkpoints $(SEED_ARG)
 	$(PY) launch/compare_results.py --same zs_= \
 		zero-shot=$(FT)/zs_retrieval.json,$(FT)/zs_mc.json,$(FT)/zs_qa.json \
