@@ -45,6 +45,11 @@ class ModelConfig:
     independent fusion_layers-deep BERT with its own embeddings (started from the text BERT's) fuses."""
     fusion_layers: int = 3
     """Depth of the separate fusion BERT (fusion=separate only)."""
+    fusion_clip_tokens: Literal["pooled", "grid"] = "pooled"
+    """What the fusion pass sees of each clip. pooled: one token, the feature map's mean (the reference).
+    grid: every cell of the backbone's h x w feature map, T*h*w tokens, so the fused pass can see where
+    things are and how they move (costs a longer fused sequence; no parameters, so a checkpoint of either
+    kind loads into the other)."""
     temporal_layers: int = 0
     """BERT layers of the optional temporal encoder over clip tokens (0 = off, as the released configs;
     3 = the one included in the paper's parameter counts)."""

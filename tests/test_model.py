@@ -374,3 +374,44 @@ def test_model_fusion_samples_refuse_step_negatives() -> None:
     cfg, _, model = _tiny("objectives.level2=1", "objectives.fusion_samples=2", "objectives.negatives=step")
     with pytest.raises(ValueError, match="fusion_samples needs micro-batch negatives"):
         PretrainTask(model, cfg.objectives, cfg.model).plans_steps(2)
+
+
+@pytest.mark.parametrize("temporal", [0, 2])
+def test_model_grid_clip_tokens_give_the_fusion_every_cell(temporal: int) -> None:
+    """model.fusion_clip_tokens=grid: the fusion pass sees each clip's h*w cells (clip-major), whose mean is
+    the pooled mode's clip token; the contrastive feature, the parameters and masking of padded clips stay."""
+    overrides = [f"model.temporal_layers={temporal}", "data.image_size=64", *NO_DROPOUT]
+    cfg, tokenizer, pooled_model = _tiny(*overrides)
+    grid_cfg, _, grid_model = _tiny(*overrides, "model.fusion_clip_tokens=grid")
+    assert grid_model.state_dict().keys() == pooled_model.state_dict().keys()
+    grid_model.load_state_dict(pooled_model.state_dict())
+    pooled_model.eval(), grid_model.eval()
+    batch = _batch(cfg, tokenizer)  # video 0: one real clip of num_clips
+    clips = cfg.data.num_clips
+    cells = grid_model.visual(batch.frames).shape[-2:].numel()
+    assert cells > 1
+    with torch.no_grad():
+        pooled, grid = (m.encode_video(batch.frames, batch.clip_mask) for m in (pooled_model, grid_model))
+        assert grid.tokens.shape == (3, clips * cells, grid_model.hidden_size)
+        torch.testing.assert_close(grid.tokens.unflatten(1, (clips, cells)).mean(dim=2), pooled.tokens,
+                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(grid.clip_features, pooled.clip_features)
+        noisy = grid.tokens.clone()
+        noisy[0, cells:] += 5.0  # every cell of video 0's padded clips
+        fused = grid_model.fuse(batch.mlm_ids, batch.text_mask, grid.tokens, batch.clip_mask)
+        torch.testing.assert_close(fused.pooled[0], grid_model.fuse(batch.mlm_ids, batch.text_mask, noisy,
+                                                                    batch.clip_mask).pooled[0], atol=1e-5, rtol=1e-5)
+        # where a cell is, the fusion can tell: every cell has its own position (and type 1) in the fused pass
+        seen = {}
+        hook = grid_model.bert.register_forward_pre_hook(lambda _, args, kwargs: seen.update(kwargs), with_kwargs=True)
+        grid_model.fuse(batch.mlm_ids, batch.text_mask, grid.tokens, batch.clip_mask)
+        hook.remove()
+        length = batch.mlm_ids.shape[1]
+        assert seen["position_ids"][0, length:].tolist() == list(range(clips * cells + 1))
+        assert seen["token_type_ids"][0, length:].tolist() == [1] * (clips * cells + 1)
+        assert seen["attention_mask"][0, length:].tolist() == [1] * cells + [0] * (clips - 1) * cells + [1]
+        with pytest.raises(ValueError, match="multiple"):
+            grid_model.fuse(batch.mlm_ids, batch.text_mask, grid.tokens[:, :-1], batch.clip_mask)
+    out = PretrainTask(grid_model.train(), grid_cfg.objectives, grid_cfg.model)(_batch(cfg, tokenizer))
+    out.loss.backward()
+    assert all(p.grad is not None for p in grid_model.visual.parameters())

@@ -42,7 +42,7 @@ class EvalFeatures:
 
       keys           list[str] [B], sorted after gathering
       clip_features  [B, T, D] L2-normalised contrastive clip features (the dual encoder's video side)
-      clip_tokens    [B, T, H] clip tokens fed to the fusion pass, or None when not kept
+      clip_tokens    [B, T*S, H] clip tokens fed to the fusion pass (S per clip), or None when not kept
       clip_mask      bool [B, T]
       text_features  [N, D] L2-normalised global text features
       text_ids       long [N, L] and text_mask long [N, L]: what the fusion pass re-reads

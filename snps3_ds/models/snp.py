@@ -38,7 +38,7 @@ class TextFeatures:
 
 @dataclass
 class VideoFeatures:
-    tokens: torch.Tensor  # [B, T, H] one pooled token per clip (after the temporal encoder, if any): fusion input
+    tokens: torch.Tensor  # [B, T*S, H] fusion input: S tokens per clip (1 pooled, or h*w grid cells), clip-major
     clip_features: torch.Tensor  # [B, T, H] L2-normalised img_fc(tokens): the contrastive feature
     clip_mask: torch.Tensor  # [B, T] True for real clips
 
@@ -69,15 +69,21 @@ def build_fusion_bert(text_bert: BertModel, layers: int) -> BertModel:
 
 
 def video_features(visual: nn.Module, temporal: nn.Module | None, img_fc: nn.Module, frames: torch.Tensor,
-                   clip_mask: torch.Tensor) -> VideoFeatures:
+                   clip_mask: torch.Tensor, grid_tokens: bool = False) -> VideoFeatures:
     """Clip tokens (grid mean over space), optional temporal encoder, then img_fc + L2 norm (fp32).
 
+    With `grid_tokens` the fusion input is every grid cell instead of the clip's mean; the temporal
+    encoder's change to a clip token is added to each of its cells. The contrastive feature is the same.
     A function of the towers rather than a method, so MoCo's momentum copies run the very same code.
     """
-    tokens = visual(frames).mean(dim=(-2, -1))  # [B, T, H]
-    if temporal is not None:
-        tokens = temporal(tokens, clip_mask)
-    return VideoFeatures(tokens, F.normalize(img_fc(tokens).float(), dim=-1), clip_mask)
+    grid = visual(frames)  # [B, T, H, h, w]
+    pooled = grid.mean(dim=(-2, -1))  # [B, T, H]
+    tokens = pooled if temporal is None else temporal(pooled, clip_mask)
+    fusion = tokens
+    if grid_tokens:
+        cells = grid.flatten(-2).transpose(-2, -1)  # [B, T, h*w, H]
+        fusion = (cells + (tokens - pooled).unsqueeze(-2)).flatten(1, 2)
+    return VideoFeatures(fusion, F.normalize(img_fc(tokens).float(), dim=-1), clip_mask)
 
 
 def text_features(bert: BertModel, ids: torch.Tensor, mask: torch.Tensor, importance: bool = False) -> TextFeatures:
@@ -119,6 +125,7 @@ class SNPModel(nn.Module):
         self.vtm_head = nn.Linear(hidden, 2)
         self.mlm_head = MLMHead(hidden, config.vocab_size, config.layer_norm_eps)
         self.text_mlm_head = MLMHead(hidden, config.vocab_size, config.layer_norm_eps) if cfg.text_mlm_head else None
+        self.grid_tokens = cfg.fusion_clip_tokens == "grid"
         self.min_temperature = cfg.min_temperature
         self.fixed_temperature = cfg.temperature
         if cfg.learn_temperature:
@@ -155,7 +162,7 @@ class SNPModel(nn.Module):
         self.bert.set_attn_implementation("eager")
 
     def encode_video(self, frames: torch.Tensor, clip_mask: torch.Tensor) -> VideoFeatures:
-        return video_features(self.visual, self.temporal, self.img_fc, frames, clip_mask)
+        return video_features(self.visual, self.temporal, self.img_fc, frames, clip_mask, self.grid_tokens)
 
     def momentum_towers(self) -> dict[str, nn.Module]:
         """The towers MoCo keeps momentum copies of: everything from frames / ids to the contrastive features."""
@@ -167,11 +174,16 @@ class SNPModel(nn.Module):
         """`[CLS] caption [SEP] pad | v_1 .. v_T [SEP]` through the fusion encoder's embeddings and layers.
 
         Captions keep token type 0 and positions 0..L-1; the visual part has type 1 and positions
-        restarting at 0, as in the reference. Attention is bidirectional over both parts.
+        restarting at 0, as in the reference. Attention is bidirectional over both parts. clip_tokens may
+        hold several tokens per clip ([N, T*S, H], model.fusion_clip_tokens=grid); clip_mask is per clip.
         """
         encoder = self.fusion_encoder
         count, length = ids.shape
         clips = clip_tokens.shape[1]
+        per_clip, rest = divmod(clips, clip_mask.shape[1])
+        if rest:
+            raise ValueError(f"fuse: {clips} clip tokens for {clip_mask.shape[1]} clips; expected a multiple")
+        clip_mask = clip_mask.repeat_interleave(per_clip, dim=1)
         words = encoder.embeddings.word_embeddings
         sep = words(self.sep_id).expand(count, 1, -1)
         embeds = torch.cat([words(ids), clip_tokens.to(sep.dtype), sep], dim=1)

@@ -36,7 +36,7 @@ class StepFeatures:
     ids: torch.Tensor  # [B, L] unmasked caption ids (fusion pairs name captions by them)
     text_mask: torch.Tensor  # [B, L]
     words: torch.Tensor | None = None  # [B, W, H] text-pass states of the LVWM words (fp32)
-    tokens: torch.Tensor | None = None  # [B, T, H] fusion clip tokens (level-2 pre-scores)
+    tokens: torch.Tensor | None = None  # [B, T*S, H] fusion clip tokens (level-2 pre-scores)
     mlm_ids: torch.Tensor | None = None  # [B, L] the masked ids the second pass must use (attentive masking)
     mlm_labels: torch.Tensor | None = None
     keys: tuple[torch.Tensor, torch.Tensor] | None = None  # MoCo momentum keys (text [B, D], clips [B, T, D])
