@@ -412,6 +412,9 @@ def test_model_grid_clip_tokens_give_the_fusion_every_cell(temporal: int) -> Non
         assert seen["attention_mask"][0, length:].tolist() == [1] * cells + [0] * (clips - 1) * cells + [1]
         with pytest.raises(ValueError, match="multiple"):
             grid_model.fuse(batch.mlm_ids, batch.text_mask, grid.tokens[:, :-1], batch.clip_mask)
+        too_many = grid.tokens.repeat(1, 40, 1)  # more cells than the tiny BERT has positions
+        with pytest.raises(ValueError, match="positions"):
+            grid_model.fuse(batch.mlm_ids, batch.text_mask, too_many, batch.clip_mask)
     out = PretrainTask(grid_model.train(), grid_cfg.objectives, grid_cfg.model)(_batch(cfg, tokenizer))
     out.loss.backward()
     assert all(p.grad is not None for p in grid_model.visual.parameters())

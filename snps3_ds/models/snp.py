@@ -183,7 +183,12 @@ class SNPModel(nn.Module):
         per_clip, rest = divmod(clips, clip_mask.shape[1])
         if rest:
             raise ValueError(f"fuse: {clips} clip tokens for {clip_mask.shape[1]} clips; expected a multiple")
-        clip_mask = clip_mask.repeat_interleave(per_clip, dim=1)
+        max_positions = encoder.config.max_position_embeddings
+        if clips + 1 > max_positions:
+            raise ValueError(f"fuse: {clips} clip tokens + [SEP] exceed the BERT's {max_positions} positions; use fewer "
+                             "clips, a smaller image or model.fusion_clip_tokens=pooled")
+        if per_clip > 1:
+            clip_mask = clip_mask.repeat_interleave(per_clip, dim=1)
         words = encoder.embeddings.word_embeddings
         sep = words(self.sep_id).expand(count, 1, -1)
         embeds = torch.cat([words(ids), clip_tokens.to(sep.dtype), sep], dim=1)
