@@ -1,6 +1,7 @@
 """Collectives written against torch.distributed only (no DeepSpeed here): the objectives' gathers with
-and without gradient, and the object gather that evaluation, preflight and fault reports use (results
-of uneven size travel pickled, via all_gather_object, which gloo and NCCL both provide).
+and without gradient, the object gather that evaluation, preflight and fault reports use (results
+of uneven size travel pickled, via all_gather_object, which gloo and NCCL both provide), and the BatchNorm
+statistics every evaluation and checkpoint share.
 
 Rank and world size are passed in by the caller (as in open_clip's ClipLoss), so every loss is testable
 in one process with world_size=1 and under 2 gloo ranks with the same code.
@@ -12,6 +13,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -91,3 +93,27 @@ def gather_objects(obj: Any, world_size: int) -> list[Any]:
     out: list[Any] = [None] * world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def average_batch_norm_stats(module: nn.Module, world_size: int) -> int:
+    """Set every BatchNorm's running mean and variance to their mean over the ranks; returns the layers done.
+
+    Data parallelism keeps the parameters equal but not the running statistics: each rank's BatchNorm
+    averages its own batches, and DeepSpeed broadcasts parameters only, once, at start (DDP would broadcast
+    rank 0's buffers every forward). Without this, a 2-rank evaluation scores half the held-out set with
+    each rank's statistics, and the checkpoint keeps rank 0's, so the figures a run reports are not those
+    its checkpoint gives. The mean over ranks is the statistics of all ranks' batches (timm's distribute_bn
+    with reduce=True does the same; this one flattens them into one fp32 all-reduce, which gloo needs for
+    bf16 buffers and which costs one collective instead of two per layer). Collective: every rank calls it.
+    """
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+              and m.running_mean is not None and m.running_var is not None]
+    stats = [t for m in layers for t in (m.running_mean, m.running_var)]
+    if world_size == 1 or not stats:
+        return len(layers)
+    flat = torch.cat([t.detach().float().flatten() for t in stats])
+    dist.all_reduce(flat)
+    flat /= world_size
+    for t, mean in zip(stats, flat.split([t.numel() for t in stats])):
+        t.copy_(mean.view_as(t))
+    return len(layers)

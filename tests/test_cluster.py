@@ -46,7 +46,7 @@ def test_hostfile_the_mission_command_trains_on_two_ssh_nodes(tiny_corpus: Path,
         assert code == 0, out[-6000:]
         assert "Using IP address of 10.213.0.1 for node snps3-node-a" in out, "master address found via ssh"
         assert "x world 2 = global batch 32" in out and "bf16, ZeRO stage 2" in out
-        assert "parameters identical on all 2 ranks" in out
+        assert "parameters and BatchNorm statistics identical on all 2 ranks" in out
         tag = run_dir / "checkpoints" / "step_00000003"
         assert (tag / "COMPLETE").is_file() and {p.name for p in tag.glob("rank_*.pt")} == {"rank_00000.pt",
                                                                                           "rank_00001.pt"}

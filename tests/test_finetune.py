@@ -82,9 +82,20 @@ def test_finetune_refuses_mismatched_task_and_annotation(tiny_corpus: Path, pret
 
 @pytest.mark.slow
 def test_finetune_mcqa_with_deepspeed_on_two_ranks(tiny_corpus: Path, pretrained: Path, tmp_path: Path) -> None:
+    """Also: the figures the 2-rank run reports are the ones its checkpoint gives in one process. Each rank's
+    BatchNorm statistics follow its own batches; without their mean at evaluation and at saving, rank 1 scored
+    its half of the held-out set with its own and the checkpoint kept rank 0's."""
+    from snps3_ds.run import evaluate
+
     run_dir = tmp_path / "mc"
     out = run_ok(deepspeed_cmd(2, "launch/finetune.py", "--init", str(pretrained), *_task_args(
-        tiny_corpus, run_dir, "mcqa", "mc_train.json", ["mc_test.json"], "train.max_steps=2")))
-    assert "x world 2" in out and "parameters identical on all 2 ranks" in out
+        tiny_corpus, run_dir, "mcqa", "mc_train.json", ["mc_test.json", "retrieval_test.json"], "train.max_steps=2")))
+    assert "x world 2" in out and "parameters and BatchNorm statistics identical on all 2 ranks" in out
     final = json.loads((run_dir / "eval_final.json").read_text())
     assert final["val/demo_mc_test/mc/num_questions"] == 8
+    again = evaluate.main(["--config", str(TINY_RECIPE), *tiny_overrides(tiny_corpus), "--annotation",
+                           str(tiny_corpus / "tasks" / "retrieval_test.json"), "--checkpoint",
+                           str(run_dir / "checkpoints"), "--out", str(tmp_path / "ret.json")])
+    reported = {k.removeprefix("val/"): v for k, v in final.items() if k.startswith("val/demo_test/")}
+    assert "demo_test/t2v/MnR@2clips" in reported, sorted(final)
+    assert {k: again[k] for k in reported} == pytest.approx(reported, abs=1e-4)

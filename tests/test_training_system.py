@@ -94,7 +94,7 @@ def test_nonfinite_loss_on_one_rank_is_skipped_by_all(tiny_corpus: Path, tmp_pat
             (1, 0, False), (2, 0, True), (2, 1, False), (3, 0, False), (4, 0, False)], rank
     last = read_jsonl(run_dir / "metrics.jsonl")[-1]
     assert last["step"] == 4 and last["train/nonfinite_skipped"] == 1 and last["train/loss"] == last["train/loss"]
-    assert "parameters identical on all 2 ranks" in out
+    assert "parameters and BatchNorm statistics identical on all 2 ranks" in out
 
 
 @pytest.mark.slow
@@ -112,7 +112,7 @@ def test_multinode_two_launchers_on_one_machine_train_together(tiny_corpus: Path
     logs = [node.communicate(timeout=600)[0] for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], "\n".join(log[-3000:] for log in logs)
     assert "x world 2 = global batch 8" in logs[0]
-    assert "parameters identical on all 2 ranks" in logs[0]
+    assert "parameters and BatchNorm statistics identical on all 2 ranks" in logs[0]
     tag = run_dir / "checkpoints" / "step_00000003"
     assert (tag / "COMPLETE").is_file() and (tag / "rank_00000.pt").is_file() and (tag / "rank_00001.pt").is_file()
     keys = [{k for r in read_jsonl(run_dir / "trace" / f"rank_{rank:05d}.jsonl") for k in r["keys"]} for rank in (0, 1)]

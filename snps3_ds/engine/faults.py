@@ -157,12 +157,17 @@ def preflight(config: dict[str, Any], module: nn.Module, data_error: str | None,
         raise PreflightError("preflight failed; nothing was trained:\n  " + "\n  ".join(problems))
 
 
+BN_STATS = ("running_mean", "running_var")
+
+
 def parameter_fingerprint(module: nn.Module) -> str:
-    """A hash of every parameter's bytes: equal on all ranks iff the replicas are identical."""
+    """A hash of every parameter's bytes and of the BatchNorm running statistics (what evaluation reads
+    besides the parameters): equal on all ranks iff the replicas are identical."""
     digest = hashlib.sha256()
-    for name, param in module.named_parameters():
+    stats = [(name, buffer) for name, buffer in module.named_buffers() if name.rsplit(".", 1)[-1] in BN_STATS]
+    for name, tensor in [*module.named_parameters(), *stats]:
         digest.update(name.encode())
-        digest.update(param.detach().float().cpu().contiguous().numpy().tobytes())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 

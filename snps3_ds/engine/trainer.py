@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from snps3_ds.config import TrainConfig
 from snps3_ds.data.batch import BatchStream, VideoTextBatch
-from snps3_ds.distributed import gather_objects
+from snps3_ds.distributed import average_batch_norm_stats, gather_objects
 from snps3_ds.engine import rng
 from snps3_ds.engine.base import Engine, mean_over_ranks
 from snps3_ds.engine.faults import StopSignal
@@ -186,6 +186,7 @@ def save(engine: Engine, save_dir: Path, state: TrainState, client_state: dict[s
     """Collective. Engine states, then this rank's train state (counters, data position, RNG), then — after
     every rank finished — rank 0 marks the tag complete and prunes old ones."""
     tag = tag_for(state.step)
+    average_batch_norm_stats(engine.module, engine.world_size)  # the checkpoint holds what every rank evaluates
     engine.save(save_dir, tag, client_state)
     state.data, state.rng = batches.state_dict(), rng.capture(engine.module)
     write_rank_state(Path(save_dir) / tag, engine.rank, state.state_dict())

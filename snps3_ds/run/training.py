@@ -26,6 +26,7 @@ from snps3_ds.data.decode.sample import TaskTexts
 from snps3_ds.data.errors import DataQualityError
 from snps3_ds.data.loader import StreamPlacement, build_train_loader, training_sets
 from snps3_ds.demo.ensure import ensure_demo_data
+from snps3_ds.distributed import average_batch_norm_stats
 from snps3_ds.engine import rng
 from snps3_ds.engine.base import Engine
 from snps3_ds.engine.ds_config import EngineSettings, check_against_recipe, check_optimizer_block, load_ds_config
@@ -118,7 +119,9 @@ def _train(job: TrainingJob, setup: _Setup, batches: BatchStream | None, data_er
         (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         (run_dir / "ranks.json").write_text(json.dumps(setup.roster, indent=1))
         print("\n".join([_strategy_line(cfg, setup, job.engine), *setup.notes]), flush=True)
-    evaluate = job.validation(engine, setup.tokenizer, procs) if job.validation else None
+    evaluate = None
+    if job.validation:
+        evaluate = _on_shared_statistics(job.validation(engine, setup.tokenizer, procs), engine)
     hooks = TrainHooks(evaluate=evaluate, trace_dir=run_dir / "trace" if cfg.train.trace_samples else None)
     hooks.flops_per_sample, hooks.peak_flops = setup.flops
     began, samples_before = time.perf_counter(), start.samples if start else 0
@@ -248,6 +251,16 @@ def _flops(task: nn.Module, model: SNPModel, cfg: RunConfig, micro: int) -> tupl
     return per_sample, peak_flops(device)
 
 
+def _on_shared_statistics(evaluate: Callable[[int], dict[str, float]], engine: Engine
+                          ) -> Callable[[int], dict[str, float]]:
+    """evaluate(step) after every rank takes the ranks' mean BatchNorm statistics, so a 2-rank validation
+    scores every held-out sample with one model, the one the checkpoint then holds."""
+    def on_shared(step: int) -> dict[str, float]:
+        average_batch_norm_stats(engine.module, engine.world_size)
+        return evaluate(step)
+    return on_shared
+
+
 def _final_evaluation(evaluate: Callable[[int], dict[str, float]], step: int, logger: RunLogger, run_dir: Path,
                       rank: int) -> None:
     metrics = evaluate(step)
@@ -277,9 +290,10 @@ def _report(result: TrainResult, engine: Engine, procs: Processes, run_dir: Path
           f"{done} samples in {seconds:.0f} s ({done / max(seconds, 1e-9):.1f} samples/s); "
           f"checkpoint in {run_dir / 'checkpoints'}", flush=True)
     if identical:
-        print(f"parameters identical on all {procs.world} ranks (fingerprint {prints[0]})", flush=True)
+        print(f"parameters and BatchNorm statistics identical on all {procs.world} ranks (fingerprint {prints[0]})",
+              flush=True)
     else:
-        print(f"WARNING: rank parameters differ after training: {prints}", flush=True)
+        print(f"WARNING: rank parameters or BatchNorm statistics differ after training: {prints}", flush=True)
 
 
 def exit_code(result: TrainResult) -> int:
