@@ -418,3 +418,8 @@ def test_model_grid_clip_tokens_give_the_fusion_every_cell(temporal: int) -> Non
     out = PretrainTask(grid_model.train(), grid_cfg.objectives, grid_cfg.model)(_batch(cfg, tokenizer))
     out.loss.backward()
     assert all(p.grad is not None for p in grid_model.visual.parameters())
+    # the start-of-run line says that level 2's cached clip tokens are counted once per clip, not per cell
+    level2 = load_config(TINY_RECIPE, ["objectives.level2=1", "objectives.level2_hard_negatives=1"]).objectives
+    lines = [PretrainTask(m, level2, c.model).describe_step(2, 2, 1, clips)
+             for m, c in ((grid_model, grid_cfg), (pooled_model, cfg))]
+    assert "x the cells per clip with grid clip tokens" in lines[0] and "cells" not in lines[1], lines

@@ -45,9 +45,12 @@ class PlannedSteps:
         per_sample = hidden * (1 + clips + words) + clips  # text, clip features, word states, mask
         own = micro * grad_accum * (per_sample + (hidden * clips if self.level2.hard_negatives else 0))
         gathered = step_batch * (hidden * (1 + clips) + clips)
+        # With grid clip tokens level 2 caches each clip's feature-map cells, whose count only a forward knows.
+        cells = "; level 2's clip tokens counted once per clip: x the cells per clip with grid clip tokens" if (
+            self.level2.hard_negatives and self.model.grid_tokens) else ""
         return (f"negatives per step: {step_batch} captions x {step_batch} videos (micro {micro} x accumulation "
                 f"{grad_accum} x world {world}; two passes per step: features first, cached gradients after; "
-                f"feature cache {4 * (own + gathered) / 2**20:.2f} MB per rank)")
+                f"feature cache {4 * (own + gathered) / 2**20:.2f} MB per rank{cells})")
 
     # --- pass 1 ------------------------------------------------------------------------------------------
     @torch.no_grad()
