@@ -356,7 +356,7 @@ def two_rank_results() -> tuple[dict, dict]:
     out = _equivalence_losses(inputs[0], inputs[1], mask, inputs[2], inputs[3], 0, 1)
     full = {"videos": out["videos"], "texts": out["texts"]}
     for name in ("level1", "lvwm", "level2"):
-        full[name] = float(out[name])
+        full[name] = float(out[name].detach())
         full[f"{name}_grads"] = torch.autograd.grad(out[name], inputs, allow_unused=True)
     return dict(results), full
 
