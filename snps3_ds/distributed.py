@@ -95,6 +95,13 @@ def gather_objects(obj: Any, world_size: int) -> list[Any]:
     return out
 
 
+def tracked_batch_norms(module: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
+    """(name, layer) of every BatchNorm that keeps running statistics: what evaluation reads besides the
+    parameters (the one definition the averaging, the replica fingerprint and the replayed passes share)."""
+    return [(name, m) for name, m in module.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
 def average_batch_norm_stats(module: nn.Module, world_size: int) -> int:
     """Set every BatchNorm's running mean and variance to their mean over the ranks; returns the layers done.
 
@@ -106,9 +113,8 @@ def average_batch_norm_stats(module: nn.Module, world_size: int) -> int:
     with reduce=True does the same; this one flattens them into one fp32 all-reduce, which gloo needs for
     bf16 buffers and which costs one collective instead of two per layer). Collective: every rank calls it.
     """
-    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-              and m.running_mean is not None and m.running_var is not None]
-    stats = [t for m in layers for t in (m.running_mean, m.running_var)]
+    layers = tracked_batch_norms(module)
+    stats = [t for _, m in layers for t in (m.running_mean, m.running_var)]
     if world_size == 1 or not stats:
         return len(layers)
     flat = torch.cat([t.detach().float().flatten() for t in stats])

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from snps3_ds.distributed import gather_objects
+from snps3_ds.distributed import gather_objects, tracked_batch_norms
 from snps3_ds.engine.roster import describe_rank
 from snps3_ds.tasks.base import TaskOutput
 
@@ -157,14 +157,12 @@ def preflight(config: dict[str, Any], module: nn.Module, data_error: str | None,
         raise PreflightError("preflight failed; nothing was trained:\n  " + "\n  ".join(problems))
 
 
-BN_STATS = ("running_mean", "running_var")
-
-
 def parameter_fingerprint(module: nn.Module) -> str:
     """A hash of every parameter's bytes and of the BatchNorm running statistics (what evaluation reads
     besides the parameters): equal on all ranks iff the replicas are identical."""
     digest = hashlib.sha256()
-    stats = [(name, buffer) for name, buffer in module.named_buffers() if name.rsplit(".", 1)[-1] in BN_STATS]
+    stats = [(f"{name}.{kind}", getattr(m, kind)) for name, m in tracked_batch_norms(module)
+             for kind in ("running_mean", "running_var")]
     for name, tensor in [*module.named_parameters(), *stats]:
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())

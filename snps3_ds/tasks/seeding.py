@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from snps3_ds.data.seeds import stream_seed
+from snps3_ds.distributed import tracked_batch_norms
 
 FUSION_PASSES = ("level2", "vtm", "mlm")
 
@@ -43,7 +44,7 @@ def batchnorm_statistics_kept(module: nn.Module) -> Iterator[None]:
     must not update them, since the second pass over the same micro-batch does."""
     saved = [(m, {n: getattr(m, n).clone() for n in ("running_mean", "running_var", "num_batches_tracked")
                   if getattr(m, n, None) is not None})
-             for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+             for _, m in tracked_batch_norms(module)]
     try:
         yield
     finally:
