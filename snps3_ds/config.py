@@ -337,6 +337,11 @@ class TaskConfig:
     eval_annotations: list[str] = field(default_factory=list)
     """Downstream: annotations evaluated during (train.eval_every) and after training; videos from
     data.eval_shards. Multi-choice fine-tuning usually lists the retrieval and the multi-choice test files."""
+    joint_weight_annotations: list[str] = field(default_factory=list)
+    """Downstream: validation annotations (one retrieval, needing rerank_k, and/or one multi-choice; videos from
+    data.eval_shards, trained on by nothing) evaluated before eval_annotations at each evaluation; on each, the
+    weight w of the joint score dual + w * fusion logit with the best R@1 / accuracy is chosen, and the eval
+    annotations of its task also report that weight's figures (rerank_weighted, mc/acc_weighted)."""
     rerank_k: int = 0
     """Retrieval evaluation: re-rank each query's top-k by the fusion scorer (0: dual-encoder only)."""
     fusion_exhaustive: bool = False

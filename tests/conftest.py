@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-from snps3_ds.demo.corpus import make_demo_corpus
+from snps3_ds.demo.corpus import ShardLayout, make_demo_corpus
 from snps3_ds.config import RunConfig, load_config
 
 TINY_RECIPE = REPO / "launch" / "recipes" / "tiny.yaml"
@@ -17,7 +17,7 @@ TINY_RECIPE = REPO / "launch" / "recipes" / "tiny.yaml"
 def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """24 training and 8 held-out clips of moving shapes, H.264 in WebDataset shards."""
     out = tmp_path_factory.mktemp("corpus")
-    make_demo_corpus(out, train=24, test=8, seed=0, workers=1, shard_size=10)
+    make_demo_corpus(out, train=24, test=8, seed=0, workers=1, shards=ShardLayout(10))
     return out
 
 

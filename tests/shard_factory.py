@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 
-from snps3_ds.demo.corpus import ClipConfig, make_demo_corpus
+from snps3_ds.demo.corpus import ClipConfig, ShardLayout, make_demo_corpus
 from snps3_ds.config import DataConfig
 from snps3_ds.sharding.writer import ShardWriter
 from snps3_ds.data.stream.shards import resolve_shards
@@ -44,7 +44,7 @@ def jpeg_bytes(width: int = 40, height: int = 30, seed: int = 0) -> bytes:
 
 def vp9_corpus(out: Path) -> Path:
     """12 training and 8 held-out VP9/WebM clips of moving shapes (4 per shard)."""
-    make_demo_corpus(out, train=12, test=8, seed=1, clips=ClipConfig(codec="vp9"), workers=1, shard_size=4)
+    make_demo_corpus(out, train=12, test=8, seed=1, clips=ClipConfig(codec="vp9"), workers=1, shards=ShardLayout(4))
     return out
 
 

@@ -16,8 +16,8 @@ import pytest
 import webdataset as wds
 
 from snps3_ds.demo.cli import main
-from snps3_ds.demo.corpus import (COLORS, MOTION_PHRASES, SHAPES, SIZES, ClipConfig, ShapeSpec, make_demo_corpus,
-                                  render_clip)
+from snps3_ds.demo.corpus import (COLORS, MOTION_PHRASES, SHAPES, SIZES, ClipConfig, ShapeSpec, ShardLayout,
+                                  make_demo_corpus, render_clip)
 
 REPO = Path(__file__).resolve().parents[1]
 from snps3_ds.sharding.writer import ShardWriter
@@ -27,7 +27,7 @@ JSON_FIELDS = {"captions", "source", "kind", "duration", "fps", "width", "height
 
 
 def _build(out: Path, **kw) -> dict:
-    args = {"train": 12, "test": 6, "seed": 0, "workers": 1, "shard_size": 5} | kw
+    args = {"train": 12, "test": 6, "seed": 0, "workers": 1, "shards": ShardLayout(5)} | kw
     return make_demo_corpus(out, **args)
 
 
@@ -137,6 +137,31 @@ def test_demo_corpus_train_and_test_are_different_clips(corpus: Path) -> None:
     assert not any(s["mp4"] in train_clips for s in test)
 
 
+def test_demo_corpus_val_split_added_later_leaves_train_and_test_as_they_were(corpus: Path, tmp_path: Path,
+                                                                              monkeypatch) -> None:
+    """ensure_demo_corpus builds only the missing split: the val split comes from its own RNG streams, so
+    train and test stay byte for byte the corpus they were, and val holds clips of neither."""
+    from snps3_ds.config import DataConfig
+    from snps3_ds.demo import ensure
+
+    folder = tmp_path / "demo"
+    _build(folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    monkeypatch.setitem(ensure.DEMO_SPLIT_SIZES, "val", 4)
+    data = DataConfig(train_shards=[str(folder / "train")], eval_shards=[str(folder / "test"), str(folder / "val")],
+                      make_demo_if_missing=True)
+    ensure.ensure_demo_corpus(data)
+    after = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    assert {name: after[name] for name in before} == before
+    val = _samples(folder, "val")
+    assert [s["__key__"] for s in val] == [f"val_{i:06d}" for i in range(4)]
+    others = {s["mp4"] for split in ("train", "test") for s in _samples(folder, split)}
+    assert not any(s["mp4"] in others for s in val)
+    with pytest.raises(ValueError, match="no demo split is called valid"):
+        ensure.ensure_demo_corpus(DataConfig(train_shards=[str(folder / "train")],
+                                             eval_shards=[str(folder / "valid")], make_demo_if_missing=True))
+
+
 def test_demo_corpus_vp9_writes_webm(tmp_path: Path) -> None:
     _build(tmp_path, train=3, test=0, clips=ClipConfig(codec="vp9"))
     manifest = json.loads((tmp_path / "train.shards.json").read_text())
@@ -166,12 +191,12 @@ def test_demo_corpus_dali_index_points_at_members(corpus: Path) -> None:
 
 
 def test_demo_corpus_bad_arguments_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="both 0"):
+    with pytest.raises(ValueError, match="all 0"):
         make_demo_corpus(tmp_path, train=0, test=0)
     with pytest.raises(ValueError, match="--codec"):
         make_demo_corpus(tmp_path, train=2, test=0, clips=ClipConfig(codec="av1"))
     with pytest.raises(SystemExit):
-        main(["--out", str(tmp_path), "--train", "0", "--test", "0"])
+        main(["--out", str(tmp_path), "--train", "0", "--test", "0", "--val", "0"])
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path), "--codec", "av1"])
     assert not list(tmp_path.glob("*.tar"))

@@ -1,7 +1,7 @@
 """Demo downstream tasks (data_prep/demo_tasks.py) built on the tiny demo corpus of conftest.
 
 Every test name contains `demo_tasks`. The corpus fixture is conftest's session `tiny_corpus`
-(make_demo_corpus(tmp, train=24, test=8, seed=0, workers=1, shard_size=10)); tasks are written to
+(make_demo_corpus(tmp, train=24, test=8, seed=0, workers=1, shards=ShardLayout(10))); tasks are written to
 their own folder so the shared corpus is left as it is.
 """
 
@@ -172,3 +172,19 @@ def test_demo_tasks_cli_tasks_only_leaves_shards_untouched(tiny_corpus: Path, tm
     (corpus / "test.shards.json").unlink()
     with pytest.raises(SystemExit, match=r"test\.shards\.json not found"):
         main(["--out", str(corpus), "--tasks-only"])
+
+
+def test_demo_tasks_val_split_gets_its_own_files(tmp_path: Path) -> None:
+    """A corpus with a val split gets retrieval/qa/mc files for it, named demo_*val, of val clips only, with
+    the training split's QA vocabulary; train and test files are those of the corpus without it."""
+    from snps3_ds.demo.corpus import make_demo_corpus
+
+    make_demo_corpus(tmp_path, train=6, test=3, val=3, seed=0, workers=1)
+    summary = make_demo_tasks(tmp_path, out=tmp_path / "tasks")
+    assert set(summary["files"]) == {*FILES, "retrieval_val.json", "qa_val.json", "mc_val.json"}
+    splits = {name: load_annotation(tmp_path / "tasks" / f"{name}_val.json") for name in ("retrieval", "qa", "mc")}
+    assert [a.split for a in splits.values()] == ["demo_val", "demo_qa_val", "demo_mc_val"]
+    for annotation in splits.values():
+        assert annotation.items and all(item["video"].startswith("val_") for item in annotation.items)
+    train_qa = load_annotation(tmp_path / "tasks" / "qa_train.json")
+    assert splits["qa"].answers == train_qa.answers

@@ -40,16 +40,38 @@ def _task_args(corpus: Path, run_dir: Path, kind: str, train: str, evals: list[s
 
 def test_finetune_retrieval_evaluates_with_split_and_clip_names(tiny_corpus: Path, pretrained: Path,
                                                                  tmp_path: Path) -> None:
-    run_dir = tmp_path / "ret"
+    """Also the joint weight: chosen on the tuning annotations (here the test files themselves: the tiny corpus
+    has no val split, and this checks the plumbing), reported for the eval annotations, and reproduced by
+    launch/evaluate.py --joint-weight from the checkpoint."""
+    from snps3_ds.evaluation.joint_weight import WEIGHTS
+    from snps3_ds.run import evaluate
+
+    run_dir, tasks = tmp_path / "ret", tiny_corpus / "tasks"
     finetune.main(["--engine", "torch", "--init", str(pretrained), *_task_args(
         tiny_corpus, run_dir, "retrieval", "retrieval_train.json", ["retrieval_test.json", "mc_test.json"],
-        "task.rerank_k=3")])
+        "task.rerank_k=3",
+        f"task.joint_weight_annotations=[{tasks / 'retrieval_test.json'},{tasks / 'mc_test.json'}]")])
     final = json.loads((run_dir / "eval_final.json").read_text())
     for key in ("val/demo_test/t2v/R@1@2clips", "val/demo_test/v2t/MdR@2clips", "val/demo_test/rerank/t2v/R@1@2clips",
                 "val/demo_mc_test/mc/acc@2clips", "val/demo_mc_test/mc/acc_dual@2clips"):
         assert key in final, sorted(final)
     assert final["val/demo_test/num_videos"] == 8
     assert (run_dir / "checkpoints" / "step_00000003" / "COMPLETE").is_file()
+    weights = {task: final[f"val/{split}/joint_weight/chosen"] for task, split in
+               (("retrieval", "demo_test"), ("mcqa", "demo_mc_test"))}
+    assert set(weights.values()) <= set(WEIGHTS)
+    assert final["val/demo_test/rerank_weighted/weight"] == weights["retrieval"]
+    assert final["val/demo_mc_test/mc/weight"] == weights["mcqa"]
+    # chosen on this very split, so no weight of the grid does better than the one reported (the plain sum is w = 1)
+    assert final["val/demo_test/rerank_weighted/t2v/R@1@2clips"] >= final["val/demo_test/rerank_joint/t2v/R@1@2clips"]
+    assert final["val/demo_mc_test/mc/acc_weighted@2clips"] >= final["val/demo_mc_test/mc/acc_joint@2clips"]
+    common = ["--config", str(TINY_RECIPE), *tiny_overrides(tiny_corpus), "--checkpoint", str(run_dir / "checkpoints")]
+    again = evaluate.main([*common, "--annotation", str(tasks / "retrieval_test.json"), "--rerank", "3",
+                           "--joint-weight", str(weights["retrieval"])])
+    mc = evaluate.main([*common, "--annotation", str(tasks / "mc_test.json"), "--joint-weight", str(weights["mcqa"])])
+    for key in ("rerank_weighted/t2v/R@1@2clips", "rerank_weighted/v2t/MnR@2clips", "rerank_joint/t2v/MnR@2clips"):
+        assert again[f"demo_test/{key}"] == final[f"val/demo_test/{key}"], key
+    assert mc["demo_mc_test/mc/acc_weighted@2clips"] == final["val/demo_mc_test/mc/acc_weighted@2clips"]
 
 
 def test_finetune_qa_trains_head_and_model_and_evaluates_the_same_from_its_checkpoint(
@@ -78,6 +100,13 @@ def test_finetune_refuses_mismatched_task_and_annotation(tiny_corpus: Path, pret
     with pytest.raises(ConfigError, match="open-ended QA evaluation needs --task qa"):
         finetune.main(["--engine", "torch", *_task_args(tiny_corpus, tmp_path / "y", "retrieval",
                                                         "retrieval_train.json", ["qa_test.json"])])
+    def tuned_on(name: str, run: str) -> list[str]:
+        return ["--engine", "torch", *_task_args(tiny_corpus, tmp_path / run, "retrieval", "retrieval_train.json", [],
+                                                 f"task.joint_weight_annotations=[{tiny_corpus / 'tasks' / name}]")]
+    with pytest.raises(ConfigError, match="joint_weight_annotations: .*qa_test.json is a 'qa' annotation"):
+        finetune.main(tuned_on("qa_test.json", "z"))
+    with pytest.raises(ConfigError, match="re-ranking weight needs task.rerank_k > 0"):
+        finetune.main(tuned_on("retrieval_test.json", "w"))
 
 
 @pytest.mark.slow

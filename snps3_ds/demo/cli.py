@@ -1,6 +1,6 @@
 """The demo corpus command line (data_prep/make_demo_corpus.py): the corpus, its task files, or both.
 
-    python data_prep/make_demo_corpus.py --out data/demo --train 2000 --test 200 [--tasks | --tasks-only]
+    python data_prep/make_demo_corpus.py --out data/demo --train 2000 --test 200 --val 200 [--tasks | --tasks-only]
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from snps3_ds.demo.corpus import CODECS, FRAME_SIDES, ClipConfig, make_demo_corpus
+from snps3_ds.demo.corpus import CODECS, FRAME_SIDES, ClipConfig, ShardLayout, make_demo_corpus
 from snps3_ds.demo.tasks import format_summary, make_demo_tasks
 
 log = logging.getLogger("make_demo_corpus")
@@ -24,6 +24,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--train", type=int, default=2000, help="clips in the train split")
     parser.add_argument("--test", type=int, default=200, help="clips in the test split")
+    parser.add_argument("--val", type=int, default=200,
+                        help="clips in the val split (no recipe trains on it; choices made after training)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--codec", choices=sorted(CODECS), default="h264")
     parser.add_argument("--frames", type=int, default=16)
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sides = tuple(int(side) for side in args.sides.split(",") if side.strip())
         clips = ClipConfig(args.codec, args.frames, args.fps, args.captions_per_clip, sides)
         summary = make_demo_corpus(args.out, args.train, args.test, seed=args.seed, clips=clips,
-                                   workers=args.workers, shard_size=args.shard_size, command=command)
+                                   workers=args.workers, shards=ShardLayout(args.shard_size, command), val=args.val)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     log.info("done in %.1f s: %s", summary["elapsed_s"],

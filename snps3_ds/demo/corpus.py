@@ -5,7 +5,7 @@ captions name the colours, shapes, sizes, motions and (sometimes) the
 background, so a tiny model can learn real video-text alignment in minutes and
 the stored `attributes` can later be turned into QA tasks.
 
-    python data_prep/make_demo_corpus.py --out data/demo --train 2000 --test 200
+    python data_prep/make_demo_corpus.py --out data/demo --train 2000 --test 200 --val 200
 
 Output is deterministic for a seed: every clip draws from its own RNG derived
 from (seed, split, index), and samples are written in index order whatever the
@@ -66,7 +66,9 @@ MOTIONS = ("left", "right", "up", "down", "circle", "still")
 FRAME_SIDES = (64, 80, 96)
 TWO_SHAPE_PROB = 0.25
 CODECS = {"h264": ("libx264", "mp4"), "vp9": ("libvpx-vp9", "webm")}
-SPLITS = {"train": 0, "test": 1}  # split id seeds a separate RNG stream per split
+SPLITS = {"train": 0, "test": 1, "val": 2}  # split id seeds a separate RNG stream per split
+# val: clips neither the pre-training nor a fine-tune trains on, for choices made after training (the joint
+# re-ranking weight, evaluation/joint_weight.py) without looking at the test split.
 
 # --- caption vocabulary ------------------------------------------------------
 MOTION_PHRASES: dict[str, tuple[str, ...]] = {
@@ -319,6 +321,14 @@ def _make_sample_safe(job: tuple[int, str, int, ClipConfig]) -> dict[str, Any]:
         return {"key": f"{split}_{index:06d}", "error": f"{type(exc).__name__}: {exc}"}
 
 
+@dataclass(frozen=True)
+class ShardLayout:
+    """How the clips go into tars: clips per shard, and the command recorded in each manifest."""
+
+    size: int = 500
+    command: str | None = None
+
+
 # --- driver ------------------------------------------------------------------------
 def _samples(pool: Any, seed: int, split: str, count: int,
              cfg: ClipConfig) -> Iterator[dict[str, Any]]:
@@ -330,9 +340,9 @@ def _samples(pool: Any, seed: int, split: str, count: int,
 
 
 def _write_split(out: Path, split: str, count: int, seed: int, cfg: ClipConfig,
-                 shard_size: int, pool: Any, command: str | None) -> dict[str, Any]:
+                 shards: ShardLayout, pool: Any) -> dict[str, Any]:
     """Stream one split into `out/<split>-%06d.tar` shards; returns its manifest."""
-    with ShardWriter(out / split, max_samples=shard_size, command=command) as writer:
+    with ShardWriter(out / split, max_samples=shards.size, command=shards.command) as writer:
         for sample in tqdm(_samples(pool, seed, split, count, cfg), total=count,
                            desc=split, unit="clip"):
             if "error" in sample:
@@ -345,16 +355,16 @@ def _write_split(out: Path, split: str, count: int, seed: int, cfg: ClipConfig,
     return manifest
 
 
-def _check_args(train: int, test: int, seed: int, cfg: ClipConfig, workers: int,
-                shard_size: int) -> None:
+def _check_args(counts: dict[str, int], seed: int, cfg: ClipConfig, workers: int, shard_size: int) -> None:
     """Fail early, naming the bad option and what is expected."""
     problems = []
     if seed < 0:
         problems.append(f"--seed must be >= 0 (got {seed})")
-    if train < 0 or test < 0:
-        problems.append(f"--train/--test must be >= 0 (got {train}, {test})")
-    elif train + test == 0:
-        problems.append("--train and --test are both 0: nothing to make")
+    if any(n < 0 for n in counts.values()):
+        problems.append("--train/--test/--val must be >= 0 (got "
+                        + ", ".join(f"{name} {n}" for name, n in counts.items()) + ")")
+    elif sum(counts.values()) == 0:
+        problems.append("--train, --test and --val are all 0: nothing to make")
     if cfg.codec not in CODECS:
         problems.append(f"--codec must be one of {sorted(CODECS)} (got {cfg.codec!r})")
     if not cfg.sides or any(side < 16 or side % 2 for side in cfg.sides):
@@ -375,24 +385,26 @@ def _check_args(train: int, test: int, seed: int, cfg: ClipConfig, workers: int,
 
 
 def make_demo_corpus(out: str | Path, train: int, test: int, seed: int = 0, clips: ClipConfig = ClipConfig(),
-                     workers: int | None = None, shard_size: int = 500, command: str | None = None) -> dict[str, Any]:
-    """Write the train and test splits under `out`; returns a summary with per-split manifests.
+                     workers: int | None = None, shards: ShardLayout = ShardLayout(), val: int = 0) -> dict[str, Any]:
+    """Write the train, test and val splits under `out`; returns a summary with per-split manifests.
 
-    `clips` sets codec, frames, fps and captions per clip. A split with 0 clips is not written.
+    `clips` sets codec, frames, fps and captions per clip. A split with 0 clips is not written (and one
+    already there is left alone), so a val split can be added to an existing corpus: each split draws from
+    its own RNG streams, and train and test come out the same with or without it.
     `workers=None` uses every CPU; 1 runs inline.
     """
     cfg = clips
     workers = (os.cpu_count() or 1) if workers is None else workers
-    _check_args(train, test, seed, cfg, workers, shard_size)
+    counts = {"train": train, "test": test, "val": val}
+    _check_args(counts, seed, cfg, workers, shards.size)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    counts = {"train": train, "test": test}
     # fork: workers inherit the imports, and the worker function need not be importable by name.
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     pool = ctx.Pool(workers) if workers > 1 else None
     try:
-        splits = {name: _write_split(out, name, n, seed, cfg, shard_size, pool, command)
+        splits = {name: _write_split(out, name, n, seed, cfg, shards, pool)
                   for name, n in counts.items() if n > 0}
     finally:
         if pool is not None:

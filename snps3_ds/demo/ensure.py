@@ -20,7 +20,8 @@ def ensure_demo_data(cfg: RunConfig) -> None:
 
 def ensure_demo_tasks(cfg: RunConfig) -> None:
     """Write the demo corpus's task annotations when a demo recipe names missing ones in <corpus>/tasks/."""
-    wanted = [p for p in [cfg.task.train_annotation, *cfg.task.eval_annotations] if p]
+    wanted = [p for p in [cfg.task.train_annotation, *cfg.task.eval_annotations, *cfg.task.joint_weight_annotations]
+              if p]
     if not (cfg.data.make_demo_if_missing and wanted) or all(Path(p).is_file() for p in wanted):
         return
     folders = {Path(p).parent for p in wanted}
@@ -46,8 +47,12 @@ def ensure_demo_significance(data: DataConfig, masking: MaskingConfig) -> None:
                  abandon=(*DEFAULT_ABANDON, "background", "backgrounds"))
 
 
+DEMO_SPLIT_SIZES = {"train": 2000, "test": 200, "val": 200}
+
+
 def ensure_demo_corpus(data: DataConfig) -> None:
-    """Build the demo corpus when the recipe asks for it and its shard indexes are missing."""
+    """Build the demo corpus's missing splits when the recipe asks for it: only those whose shard index is
+    missing, so adding the val split to an existing corpus leaves its train and test shards as they are."""
     if not data.make_demo_if_missing:
         return
     specs = [*data.train_shards, *data.eval_shards]
@@ -59,6 +64,12 @@ def ensure_demo_corpus(data: DataConfig) -> None:
         raise ValueError(f"data.make_demo_if_missing: shards must share one folder, got {sorted(map(str, folders))}")
     from snps3_ds.demo.corpus import make_demo_corpus
 
+    missing = {p.name.removesuffix(".shards.json") for p in indexes if not p.is_file()}
+    unknown = sorted(missing - DEMO_SPLIT_SIZES.keys())
+    if unknown:
+        raise ValueError(f"data.make_demo_if_missing: no demo split is called {', '.join(unknown)} (the demo "
+                         f"corpus has {', '.join(DEMO_SPLIT_SIZES)}); build it or fix the recipe's shard paths")
     out = folders.pop()
-    print(f"building the demo corpus in {out} ...", flush=True)
-    make_demo_corpus(out, train=2000, test=200)
+    counts = {name: n if name in missing else 0 for name, n in DEMO_SPLIT_SIZES.items()}
+    print(f"building the demo corpus in {out} ({', '.join(sorted(missing))}) ...", flush=True)
+    make_demo_corpus(out, **counts)

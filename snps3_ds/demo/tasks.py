@@ -4,6 +4,8 @@ Writes annotation files (snps3_ds.downstream.annotations) into `<corpus>/tasks/`
     retrieval_{train,test}.json  the split's captions              split demo_train / demo_test
     qa_{train,test}.json         questions on the scene facts      split demo_qa_train / demo_qa_test
     mc_{train,test}.json         true caption + 4 near misses      split demo_mc_train / demo_mc_test
+    *_val.json                   the same on the val split, when the corpus has one (split demo_val, ...):
+                                 what a fine-tune chooses after training (the joint re-ranking weight)
 
 The facts (background, each shape's colour, shape, size and motion) and the captions are read from the
 `json` member of each sample in the existing shards: the same seeded generator wrote them beside the
@@ -171,11 +173,12 @@ def mc_item(rng: np.random.Generator, clip: Clip) -> dict[str, Any]:
 
 # --- the task files -------------------------------------------------------------------------------
 def build_tasks(clips: dict[str, list[Clip]], seed: int) -> dict[str, Annotation]:
-    """The six annotations, keyed by file stem; the QA vocabulary is every training answer."""
-    qa = {split: qa_items(clips[split]) for split in ("train", "test")}
+    """Three annotations per split of `clips` (train and test, and val when given), keyed by file stem; the
+    QA vocabulary is every training answer."""
+    qa = {split: qa_items(split_clips) for split, split_clips in clips.items()}
     answers = top_answers(item["answer"] for item in qa["train"])
     tasks = {}
-    for split in ("train", "test"):
+    for split in clips:
         tasks[f"retrieval_{split}"] = Annotation(
             "retrieval", f"demo_{split}", [{"video": c.key, "texts": c.captions} for c in clips[split]])
         tasks[f"qa_{split}"] = Annotation("qa", f"demo_qa_{split}", qa[split], answers=answers)
@@ -203,7 +206,8 @@ def make_demo_tasks(corpus: str | Path, seed: int = 0, out: str | Path | None = 
     summary: items per file, vocabulary size, test coverage and chance levels."""
     corpus = Path(corpus)
     out = corpus / "tasks" if out is None else Path(out)
-    clips = {split: read_clips(corpus, split) for split in ("train", "test")}
+    splits = ["train", "test"] + (["val"] if (corpus / "val.shards.json").is_file() else [])
+    clips = {split: read_clips(corpus, split) for split in splits}
     tasks = build_tasks(clips, seed)
     for name, ann in tasks.items():
         write_annotation(out / f"{name}.json", ann)

@@ -89,6 +89,8 @@ def data_section(cfg: RunConfig) -> str:
         rows.append(("train annotation", cfg.task.train_annotation))
     if cfg.task.eval_annotations:
         rows.append(("eval annotations", ", ".join(cfg.task.eval_annotations)))
+    if cfg.task.joint_weight_annotations:
+        rows.append(("joint weight chosen on", ", ".join(cfg.task.joint_weight_annotations)))
     return "## Data\n\n" + _table(rows)
 
 

@@ -5,7 +5,8 @@ is far more expensive, so by default it only re-orders each query's top-k candid
 reference scores all N x M pairs; `fusion_matrix` does that for faithfulness. Re-ranking reports two
 orders of the top-k: by the fusion logit alone (the paper's protocol) and by the joint score, dual + fusion
 logit (ALBEF's and BLIP's re-ranking: both are logits of softmax objectives, so their sum is a product of
-the two experts and the dual encoder's evidence is kept instead of replaced). Pairs are cut into fixed
+the two experts and the dual encoder's evidence is kept instead of replaced); `Reranked.weighted` gives
+dual + w * fusion for the weight a validation split chose (evaluation/joint_weight.py). Pairs are cut into fixed
 chunks and chunk c is scored by rank c % world_size, so each chunk holds the same pairs whatever the world
 size and 2 ranks reproduce 1 rank's scores.
 """
@@ -85,6 +86,17 @@ class Reranked:
     joint_t2v: torch.Tensor  # [N, B] top-k ordered by dual + fusion logit
     joint_v2t: torch.Tensor  # [B, N]
     pairs: int  # fusion passes run (union of both directions' candidates)
+    dual: torch.Tensor  # [N, B] fp32
+    fusion: torch.Tensor  # [N, B] fp32, NaN outside both directions' candidates
+    t2v_chosen: torch.Tensor  # bool [N, B]: each text's top-k videos
+    v2t_chosen: torch.Tensor  # bool [N, B]: each video's top-k texts
+
+    def weighted(self, weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(t2v [N, B], v2t [B, N]) with each top-k ordered by dual + weight * fusion logit (weight 1: the
+        joint order; 0: the dual encoder's own), from the scores already computed."""
+        joint = self.dual + weight * self.fusion  # NaN outside the candidates, which rerank_matrix never reads
+        return (rerank_matrix(self.dual, joint, self.t2v_chosen),
+                rerank_matrix(self.dual.T, joint.T, self.v2t_chosen.T))
 
 
 def rerank(dual: torch.Tensor, k: int, score_pairs: PairScorer) -> Reranked:
@@ -102,7 +114,8 @@ def rerank(dual: torch.Tensor, k: int, score_pairs: PairScorer) -> Reranked:
     dual = dual.float()
     joint = dual + fusion  # NaN outside the candidates, which rerank_matrix never reads
     return Reranked(rerank_matrix(dual, fusion, t2v_chosen), rerank_matrix(dual.T, fusion.T, v2t_chosen.T),
-                    rerank_matrix(dual, joint, t2v_chosen), rerank_matrix(dual.T, joint.T, v2t_chosen.T), len(texts))
+                    rerank_matrix(dual, joint, t2v_chosen), rerank_matrix(dual.T, joint.T, v2t_chosen.T), len(texts),
+                    dual, fusion, t2v_chosen, v2t_chosen)
 
 
 def fusion_matrix(num_texts: int, num_videos: int, score_pairs: PairScorer) -> torch.Tensor:

@@ -29,7 +29,8 @@ OPTIONS = 5
 @dataclass
 class MCResult:
     metrics: dict[str, float]
-    records: list[dict]  # per question: video, question, right (fusion), right_dual, right_joint, choice (fusion)
+    records: list[dict]  # per question: video, question, right (fusion), right_dual, right_joint, choice (fusion),
+    # answer (the right option's index), dual and fusion (the options' scores)
 
 
 def score_questions(model: SNPModel, batches: Iterable[VideoTextBatch], temperature: float,
@@ -47,19 +48,32 @@ def score_questions(model: SNPModel, batches: Iterable[VideoTextBatch], temperat
             right_dual = choice_correct(dual, labels, options).tolist()
             right_joint = choice_correct(dual + fusion, labels, options).tolist()
             choice = fusion.view(-1, options).argmax(dim=1).tolist()
+            answers = labels.view(-1, options).argmax(dim=1).tolist()
+            duals, fusions = dual.float().view(-1, options).tolist(), fusion.float().view(-1, options).tolist()
             owners = batch.text_video_index.cpu()
             orders = text_order(owners)
             for q in range(len(right)):  # the first option of question q is text q * options
                 first = q * options
                 records.append({"video": batch.keys[int(owners[first])], "question": int(orders[first]) // options,
                                 "right": right[q], "right_dual": right_dual[q], "right_joint": right_joint[q],
-                                "choice": choice[q]})
+                                "choice": choice[q], "answer": answers[q], "dual": duals[q], "fusion": fusions[q]})
     return records
 
 
+def weighted_correct(records: list[dict], weight: float, options: int = OPTIONS) -> torch.Tensor:
+    """One bool per record: is its right option the best under dual + weight * fusion (ties count against)."""
+    dual = torch.tensor([r["dual"] for r in records], dtype=torch.float32)
+    fusion = torch.tensor([r["fusion"] for r in records], dtype=torch.float32)
+    labels = torch.zeros_like(dual, dtype=torch.long)
+    labels[torch.arange(len(records)), torch.tensor([r["answer"] for r in records])] = 1
+    return choice_correct((dual + weight * fusion).flatten(), labels.flatten(), options)
+
+
 def evaluate_mcqa(model: SNPModel, batches: Iterable[VideoTextBatch], temperature: float, split: str,
-                  num_clips: int | None, ctx: EvalContext = EvalContext()) -> MCResult:
-    """`<split>/mc/acc@<clips>clips` (fusion), `mc/acc_dual@..`, `mc/acc_joint@..` and the question count.
+                  num_clips: int | None, ctx: EvalContext = EvalContext(),
+                  joint_weight: float | None = None) -> MCResult:
+    """`<split>/mc/acc@<clips>clips` (fusion), `mc/acc_dual@..`, `mc/acc_joint@..` and the question count;
+    with a joint_weight also `mc/acc_weighted@..` (dual + joint_weight * fusion) and `mc/weight`.
     Call on every rank; every rank gets the same result."""
     local = score_questions(model, batches, temperature, ctx)
     records = sorted((r for part in gather_objects(local, ctx.world_size) for r in part),
@@ -74,4 +88,8 @@ def evaluate_mcqa(model: SNPModel, batches: Iterable[VideoTextBatch], temperatur
             choice_accuracy(torch.tensor([r["right_joint"] for r in records])),
         metric_key(split, "mc/num_questions"): float(len(records)),
     }
+    if joint_weight is not None:
+        metrics[metric_key(split, "mc/acc_weighted", num_clips)] = choice_accuracy(weighted_correct(records,
+                                                                                                   joint_weight))
+        metrics[metric_key(split, "mc/weight")] = float(joint_weight)
     return MCResult(metrics, records)

@@ -16,7 +16,7 @@ import torch
 from snps3_ds.data.batch import VideoTextBatch
 from snps3_ds.evaluation.context import EvalContext
 from snps3_ds.evaluation.features import EvalFeatures, GroundTruth, collect_features
-from snps3_ds.evaluation.fusion import FusionScorer, fusion_matrix, rerank
+from snps3_ds.evaluation.fusion import FusionScorer, Reranked, fusion_matrix, rerank
 from snps3_ds.evaluation.metrics import metric_key, named, query_ranks, two_way_metrics
 from snps3_ds.models.snp import SNPModel
 from snps3_ds.objectives.contrastive import text_video_scores
@@ -34,6 +34,7 @@ class RetrievalOptions:
     chunk: int = 256  # pairs per fusion forward
     worst: int = 20  # worst-ranked text queries to report
     ground_truth: GroundTruth = "string"  # per caption string (the reference) or per caption instance
+    joint_weight: float | None = None  # with rerank_k: also report rerank_weighted, dual + w * fusion
 
 
 @dataclass
@@ -45,6 +46,7 @@ class RetrievalResult:
     scores: torch.Tensor | None = None  # the headline text->video scores [N, B] (the gallery reads its top-k)
     truth: torch.Tensor | None = None  # bool [N, B] under options.ground_truth
     similarity: str = "dual"  # which scores are the headline: dual | fusion | rerank
+    reranked: Reranked | None = None  # with rerank_k: every re-ranked order's scores
 
 
 def dual_scores(feats: EvalFeatures, temperature: float, block: int = 1024) -> torch.Tensor:
@@ -62,7 +64,7 @@ def score_retrieval(model: SNPModel, feats: EvalFeatures, temperature: float, op
     dual = dual_scores(feats, temperature)
     metrics = named(two_way_metrics(dual, dual.T, truth), options.split, options.num_clips)
     headline, variant = dual, "dual"
-    scorer = None
+    scorer, reranked = None, None
     if options.rerank_k > 0 or options.exhaustive:
         scorer = FusionScorer(model, feats, ctx, options.chunk)
     if options.exhaustive:
@@ -77,13 +79,17 @@ def score_retrieval(model: SNPModel, feats: EvalFeatures, temperature: float, op
         metrics.update(named(two_way_metrics(reranked.joint_t2v, reranked.joint_v2t, truth), options.split,
                              options.num_clips, "rerank_joint"))
         metrics[metric_key(options.split, "rerank/k")] = float(options.rerank_k)
+        if options.joint_weight is not None:
+            metrics.update(named(two_way_metrics(*reranked.weighted(options.joint_weight), truth), options.split,
+                                 options.num_clips, "rerank_weighted"))
+            metrics[metric_key(options.split, "rerank_weighted/weight")] = float(options.joint_weight)
         headline, variant = reranked.t2v, "rerank"
     metrics[metric_key(options.split, "num_videos")] = float(feats.num_videos)
     metrics[metric_key(options.split, "num_texts")] = float(feats.num_texts)
     metrics[metric_key(options.split, "chance_R@1")] = 100.0 / feats.num_videos  # one right video per text
     metrics[metric_key(options.split, f"ground_truth/{options.ground_truth}")] = 1.0  # which protocol this is
     worst = worst_queries(headline, feats, options.worst, text_of, variant, truth)
-    return RetrievalResult(metrics, worst, feats, headline, truth, variant)
+    return RetrievalResult(metrics, worst, feats, headline, truth, variant, reranked)
 
 
 def worst_queries(scores: torch.Tensor, feats: EvalFeatures, count: int, text_of: TextOf | None = None,

@@ -41,7 +41,8 @@ def table_keys(metrics: dict[str, float], task: str, split: str) -> list[str]:
     clips = next((k.rsplit("@", 1)[1] for k in metrics if k.endswith("clips")), None)
     suffix = f"@{clips}" if clips else ""
     prefix = f"{split}/" if split else ""
-    keys = [f"{prefix}{variant}{k}{suffix}" for variant in ("", "rerank/", "rerank_joint/", "fusion/") for k in ORDER]
+    variants = ("", "rerank/", "rerank_joint/", "rerank_weighted/", "fusion/")
+    keys = [f"{prefix}{variant}{k}{suffix}" for variant in variants for k in ORDER]
     return [k for k in keys if k in metrics]
 
 

@@ -71,6 +71,10 @@ def parse_args(argv: list[str] | None = None, description: str = DESCRIPTION) ->
     parser.add_argument("--annotation", help="annotation JSON (snps3_ds.downstream.annotations) of the split")
     parser.add_argument("--rerank", type=int, default=0, metavar="K",
                         help="retrieval: re-rank each query's top-K with the fusion scorer (0: off)")
+    parser.add_argument("--joint-weight", type=float, metavar="W",
+                        help="retrieval with --rerank, and multi-choice: also report the joint score dual + W * "
+                             "fusion logit (rerank_weighted, mc/acc_weighted); a fine-tune prints the W its "
+                             "validation split chose (task.joint_weight_annotations)")
     parser.add_argument("--fusion-exhaustive", action="store_true",
                         help="retrieval: also fusion-score every text-video pair, as the reference does")
     parser.add_argument("--ground-truth", choices=GROUND_TRUTHS, default="string",
@@ -104,6 +108,8 @@ def resolve_task(args, annotation: Annotation | None) -> str:
         raise ValueError(f"--task {task} needs --annotation (the questions and answers of the split)")
     if task != "retrieval" and (args.rerank or args.fusion_exhaustive or args.export_embeddings):
         raise ValueError("--rerank, --fusion-exhaustive and --export-embeddings apply to --task retrieval only")
+    if args.joint_weight is not None and not (task == "mcqa" or (task == "retrieval" and args.rerank)):
+        raise ValueError("--joint-weight applies to --task retrieval with --rerank K, and to --task mcqa")
     if task != "qa" and (args.qa_zero_shot or args.qa_template or args.qa_fusion):
         raise ValueError("--qa-zero-shot, --qa-template and --qa-fusion apply to --task qa only")
     if args.qa_template:
@@ -169,7 +175,8 @@ def evaluate_task(run: Evaluation, task: str, protocol: str | None, module: torc
         return evaluate_retrieval_task(run, model)
     if task == "qa":
         return evaluate_qa_task(run, protocol, module)
-    result = evaluate_mcqa(model, run.loader, float(model.temperature()), run.split, run.clips, run.ctx)
+    result = evaluate_mcqa(model, run.loader, float(model.temperature()), run.split, run.clips, run.ctx,
+                           run.args.joint_weight)
     return result.metrics, {"records": result.records}
 
 
@@ -210,7 +217,7 @@ def evaluate_retrieval_task(run: Evaluation, model) -> tuple[dict[str, float], d
     args = run.args
     options = RetrievalOptions(split=run.split, num_clips=run.clips if run.annotation else None,
                                rerank_k=args.rerank, exhaustive=args.fusion_exhaustive, worst=args.worst,
-                               ground_truth=args.ground_truth)
+                               ground_truth=args.ground_truth, joint_weight=args.joint_weight)
     text_of = functools.partial(describe_text, texts=run.texts, tokenizer=run.tokenizer)
     result = run_retrieval(model, run.loader, float(model.temperature()), options, run.ctx, text_of=text_of)
     if args.export_embeddings and run.ctx.rank == 0:

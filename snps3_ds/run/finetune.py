@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 
 from snps3_ds.config import ConfigError, RunConfig
 from snps3_ds.data.loader import build_eval_loader
@@ -14,6 +15,7 @@ from snps3_ds.engine.trainer import TrainResult
 from snps3_ds.engine.weights import load_weights, read_task_state
 from snps3_ds.evaluation.context import EvalContext
 from snps3_ds.evaluation.downstream import DownstreamOptions, evaluate_annotation
+from snps3_ds.evaluation.metrics import metric_key
 from snps3_ds.evaluation.report import log_table
 from snps3_ds.run import cli
 from snps3_ds.run.training import TrainingJob, run_training
@@ -65,24 +67,48 @@ def initialise_from(path: str | None, rank: int):
     return init
 
 
-def validation(cfg: RunConfig, annotations: list[Annotation]):
-    """Every eval annotation through its protocol, on every rank; rank 0 logs the worst queries as a table."""
+def validation(cfg: RunConfig, annotations: list[Annotation], tuning: list[Annotation]):
+    """Every eval annotation through its protocol, on every rank; rank 0 logs the worst queries as a table.
+    The tuning annotations go first: each chooses its task's joint weight (evaluation/joint_weight.py) for
+    the eval annotations that follow, at this step's weights."""
     def make(engine, tokenizer, procs):
         clips = cfg.eval.num_clips or cfg.data.num_clips
         loaders = [build_eval_loader(cfg.data, tokenizer, cfg.eval.batch_size, clips, texts=task_texts(a, train=False))
-                   for a in annotations]
-        options = DownstreamOptions(clips, cfg.task.rerank_k, cfg.task.fusion_exhaustive, cfg.task.ground_truth)
+                   for a in [*tuning, *annotations]]
+        base = DownstreamOptions(clips, cfg.task.rerank_k, cfg.task.fusion_exhaustive, cfg.task.ground_truth)
 
         def evaluate(step: int) -> dict[str, float]:
             metrics: dict[str, float] = {}
-            for annotation, loader in zip(annotations, loaders):
-                result = evaluate_annotation(engine.module, annotation, loader, options, EvalContext.of(engine))
+            options, ctx = base, EvalContext.of(engine)
+            for i, (annotation, loader) in enumerate(zip([*tuning, *annotations], loaders)):
+                result = evaluate_annotation(engine.module, annotation, loader, options, ctx)
                 metrics.update({f"val/{k}": v for k, v in result.metrics.items()})
+                if i < len(tuning):
+                    chosen = {**options.joint_weights, annotation.task: result.best_weight}
+                    options = replace(options, joint_weights=chosen)
+                    metrics[f"val/{metric_key(annotation.split, 'joint_weight/chosen')}"] = result.best_weight
+                    if procs.rank == 0:
+                        print(f"step {step}: joint weight {result.best_weight:g} chosen on {annotation.split} "
+                              f"for {annotation.task} (dual + w * fusion logit)", flush=True)
                 if procs.rank == 0:  # W&B (when on): the worst-ranked queries / wrong answers at this step
                     log_table(f"val/{annotation.split}/worst", result.worst, step)
             return metrics
         return evaluate
     return make
+
+
+def check_tuning(cfg: RunConfig, tuning: list[Annotation]) -> None:
+    """task.joint_weight_annotations: one retrieval (with re-ranking) and/or one multi-choice annotation."""
+    tasks = [a.task for a in tuning]
+    for annotation in tuning:
+        where = f"task.joint_weight_annotations: {annotation.source}"
+        if annotation.task not in ("retrieval", "mcqa"):
+            raise ConfigError(f"{where} is a {annotation.task!r} annotation; a joint weight is chosen on "
+                              "'retrieval' (with task.rerank_k > 0) or 'mcqa' annotations")
+        if annotation.task == "retrieval" and cfg.task.rerank_k < 1:
+            raise ConfigError(f"{where}: choosing the re-ranking weight needs task.rerank_k > 0")
+        if tasks.count(annotation.task) > 1:
+            raise ConfigError(f"{where}: more than one {annotation.task!r} annotation; list one per task")
 
 
 def check_evaluations(kind: str, train: Annotation, evals: list[Annotation]) -> None:
@@ -102,8 +128,10 @@ def main(argv: list[str] | None = None, description: str = "Fine-tune SNP-S3") -
     kind = resolve_kind(args, cfg, train)
     evals = [load_annotation(path) for path in cfg.task.eval_annotations]
     check_evaluations(kind, train, evals)
+    tuning = [load_annotation(path) for path in cfg.task.joint_weight_annotations]
+    check_tuning(cfg, tuning)
     rank = int(os.environ.get("RANK", "0"))
     return run_training(TrainingJob(cfg, args.ds_config, build_task_for(kind, cfg, train), args.engine, args.resume,
                                     init=initialise_from(args.init, rank), texts=task_texts(train, train=True),
-                                    validation=validation(cfg, evals) if evals else None,
+                                    validation=validation(cfg, evals, tuning) if evals or tuning else None,
                                     recipe=args.config))

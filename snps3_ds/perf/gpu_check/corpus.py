@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from snps3_ds.demo.corpus import ClipConfig, clip_rng, make_captions, make_demo_corpus, render_clip, sample_scene
+from snps3_ds.demo.corpus import (ClipConfig, ShardLayout, clip_rng, make_captions, make_demo_corpus, render_clip,
+                                  sample_scene)
 from snps3_ds.sharding.writer import ShardWriter
 
 VIDEO_SIDES = (224, 240, 256)
@@ -41,8 +42,8 @@ def build_videos(out: Path, codec: str, count: int, frames: int, workers: int | 
     prefix = folder / "train"
     if not Path(f"{prefix}.shards.json").is_file():
         make_demo_corpus(folder, train=count, test=0, seed=7, workers=workers or os.cpu_count() or 1,
-                         clips=ClipConfig(codec=codec, frames=frames, sides=VIDEO_SIDES), shard_size=max(8, count // 4),
-                         command="snps3_ds.perf.gpu_check.corpus")
+                         clips=ClipConfig(codec=codec, frames=frames, sides=VIDEO_SIDES),
+                         shards=ShardLayout(max(8, count // 4), "snps3_ds.perf.gpu_check.corpus"))
     return prefix
 
 
