@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from snps3_ds.evaluation.fusion import rerank
+from snps3_ds.evaluation.fusion import rerank, rerank_matrix, topk_mask
 from snps3_ds.evaluation.joint_weight import WEIGHTS, choice_weight, choose_weight, retrieval_weight
 from snps3_ds.evaluation.mcqa import weighted_correct
 
@@ -28,6 +28,9 @@ def test_joint_weight_weighted_rerank_is_the_joint_at_one_and_the_dual_order_at_
     dual, fusion = torch.randn(6, 5), torch.randn(6, 5)
     reranked = rerank(dual, 3, _lookup(fusion))
     t2v, v2t = reranked.weighted(1.0)
+    joint = dual + fusion  # the plain sum, each direction's own top 3
+    assert torch.equal(t2v, rerank_matrix(dual, joint, topk_mask(dual, 3)))
+    assert torch.equal(v2t, rerank_matrix(dual.T, joint.T, topk_mask(dual.T, 3)))
     assert torch.equal(t2v, reranked.joint_t2v) and torch.equal(v2t, reranked.joint_v2t)
     t2v0, _ = reranked.weighted(0.0)
     for row in range(6):  # the same order as the dual encoder's

@@ -44,6 +44,7 @@ class DownstreamOptions:
     ground_truth: GroundTruth = "string"  # retrieval: per caption string (the reference) or per instance
     joint_weights: dict[str, float] = field(default_factory=dict)  # per task (retrieval, mcqa): report the
     # joint score dual + w * fusion under this weight too (chosen on a validation split: joint_weight.py)
+    choose_joint_weight: bool = False  # retrieval with re-ranking, MC: find this split's best weight (validation)
 
 
 @torch.no_grad()
@@ -58,7 +59,8 @@ def evaluate_annotation(task: nn.Module, annotation: Annotation, batches: Iterab
                                      ground_truth=options.ground_truth,
                                      joint_weight=options.joint_weights.get("retrieval"))
         result = run_retrieval(model, batches, temperature, retrieval, ctx)
-        best = retrieval_weight(result.reranked, result.truth) if result.reranked is not None else None
+        best = (retrieval_weight(result.reranked, result.truth)
+                if options.choose_joint_weight and result.reranked is not None else None)
         return DownstreamResult(result.metrics, result.worst, best)
     if annotation.task == "qa":
         if not isinstance(task, QATask):
@@ -66,4 +68,5 @@ def evaluate_annotation(task: nn.Module, annotation: Annotation, batches: Iterab
         qa = evaluate_qa(task, batches, annotation.split, clips, ctx, question_type_of(annotation))
         return DownstreamResult(qa.metrics, [r for r in qa.records if r["prediction"] != r["label"]][:20])
     mc = evaluate_mcqa(model, batches, temperature, annotation.split, clips, ctx, options.joint_weights.get("mcqa"))
-    return DownstreamResult(mc.metrics, [r for r in mc.records if not r["right"]][:20], choice_weight(mc.records))
+    best = choice_weight(mc.records) if options.choose_joint_weight else None
+    return DownstreamResult(mc.metrics, [r for r in mc.records if not r["right"]][:20], best)

@@ -83,8 +83,6 @@ def rerank_matrix(dual: torch.Tensor, fusion: torch.Tensor, chosen: torch.Tensor
 class Reranked:
     t2v: torch.Tensor  # [N, B] text queries over videos, top-k ordered by the fusion logit
     v2t: torch.Tensor  # [B, N] video queries over texts
-    joint_t2v: torch.Tensor  # [N, B] top-k ordered by dual + fusion logit
-    joint_v2t: torch.Tensor  # [B, N]
     pairs: int  # fusion passes run (union of both directions' candidates)
     dual: torch.Tensor  # [N, B] fp32
     fusion: torch.Tensor  # [N, B] fp32, NaN outside both directions' candidates
@@ -97,6 +95,16 @@ class Reranked:
         joint = self.dual + weight * self.fusion  # NaN outside the candidates, which rerank_matrix never reads
         return (rerank_matrix(self.dual, joint, self.t2v_chosen),
                 rerank_matrix(self.dual.T, joint.T, self.v2t_chosen.T))
+
+    @property
+    def joint_t2v(self) -> torch.Tensor:
+        """[N, B] top-k ordered by dual + fusion logit."""
+        return self.weighted(1.0)[0]
+
+    @property
+    def joint_v2t(self) -> torch.Tensor:
+        """[B, N] top-k ordered by dual + fusion logit."""
+        return self.weighted(1.0)[1]
 
 
 def rerank(dual: torch.Tensor, k: int, score_pairs: PairScorer) -> Reranked:
@@ -112,9 +120,7 @@ def rerank(dual: torch.Tensor, k: int, score_pairs: PairScorer) -> Reranked:
     fusion = torch.full_like(dual, float("nan"), dtype=torch.float32)
     fusion[texts, videos] = score_pairs(texts, videos)
     dual = dual.float()
-    joint = dual + fusion  # NaN outside the candidates, which rerank_matrix never reads
-    return Reranked(rerank_matrix(dual, fusion, t2v_chosen), rerank_matrix(dual.T, fusion.T, v2t_chosen.T),
-                    rerank_matrix(dual, joint, t2v_chosen), rerank_matrix(dual.T, joint.T, v2t_chosen.T), len(texts),
+    return Reranked(rerank_matrix(dual, fusion, t2v_chosen), rerank_matrix(dual.T, fusion.T, v2t_chosen.T), len(texts),
                     dual, fusion, t2v_chosen, v2t_chosen)
 
 

@@ -76,8 +76,8 @@ def score_retrieval(model: SNPModel, feats: EvalFeatures, temperature: float, op
         reranked = rerank(dual, options.rerank_k, scorer)
         metrics.update(named(two_way_metrics(reranked.t2v, reranked.v2t, truth), options.split, options.num_clips,
                              "rerank"))
-        metrics.update(named(two_way_metrics(reranked.joint_t2v, reranked.joint_v2t, truth), options.split,
-                             options.num_clips, "rerank_joint"))
+        metrics.update(named(two_way_metrics(*reranked.weighted(1.0), truth), options.split, options.num_clips,
+                             "rerank_joint"))
         metrics[metric_key(options.split, "rerank/k")] = float(options.rerank_k)
         if options.joint_weight is not None:
             metrics.update(named(two_way_metrics(*reranked.weighted(options.joint_weight), truth), options.split,

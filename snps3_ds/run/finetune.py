@@ -81,9 +81,11 @@ def validation(cfg: RunConfig, annotations: list[Annotation], tuning: list[Annot
             metrics: dict[str, float] = {}
             options, ctx = base, EvalContext.of(engine)
             for i, (annotation, loader) in enumerate(zip([*tuning, *annotations], loaders)):
-                result = evaluate_annotation(engine.module, annotation, loader, options, ctx)
+                tunes = i < len(tuning)
+                result = evaluate_annotation(engine.module, annotation, loader,
+                                             replace(options, choose_joint_weight=tunes), ctx)
                 metrics.update({f"val/{k}": v for k, v in result.metrics.items()})
-                if i < len(tuning):
+                if tunes:
                     chosen = {**options.joint_weights, annotation.task: result.best_weight}
                     options = replace(options, joint_weights=chosen)
                     metrics[f"val/{metric_key(annotation.split, 'joint_weight/chosen')}"] = result.best_weight
